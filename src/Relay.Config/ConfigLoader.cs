@@ -1,4 +1,9 @@
+// ConfigLoader: TOML text → validated RelaySettings. Every problem is collected (not thrown)
+// so the operator sees them all in one run, each as file:line: key: message.
+using System.Net;
 using Relay.Config.Settings;
+using Relay.Config.Strategy;
+using Relay.Config.Toml;
 
 namespace Relay.Config;
 
@@ -15,11 +20,374 @@ public sealed record ConfigLoadResult(RelaySettings? Settings, IReadOnlyList<Con
 }
 
 /// <summary>Reads a TOML config file into validated <see cref="RelaySettings"/>, collecting every error.</summary>
-public static partial class ConfigLoader
+public static class ConfigLoader
 {
-    /// <summary>Loads and validates the file at <paramref name="path"/>.</summary>
-    public static ConfigLoadResult LoadFile(string path) => throw new NotImplementedException();
+    /// <summary>Schedule defaults for keys a <c>[queue.schedule.*]</c> leaves out (documented in config/config.toml).</summary>
+    public static readonly IReadOnlyList<TimeSpan> DefaultRetry =
+        [.. new[] { "2m", "5m", "10m", "15m", "30m", "1h", "2h" }.Select(ParseDuration)];
+    public static readonly IReadOnlyList<TimeSpan> DefaultNotify = [TimeSpan.FromDays(1), TimeSpan.FromDays(3)];
+    public static readonly TimeSpan DefaultExpire = TimeSpan.FromDays(5);
+    public const int DefaultThreadsPerNode = 25;
+
+    /// <summary>Environment variable that overrides <c>[admin] token</c>.</summary>
+    public const string AdminTokenVariable = "RELAY_ADMIN_TOKEN";
+
+    /// <summary>Loads and validates the file at <paramref name="path"/>. Relative paths inside it resolve against the current directory.</summary>
+    public static ConfigLoadResult LoadFile(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return new(null, [new ConfigError(path, 0, "", $"cannot read config file: {e.Message}")]);
+        }
+        return Parse(text, path);
+    }
 
     /// <summary>Parses TOML text; relative paths in it resolve against <paramref name="baseDirectory"/> (default: the current directory).</summary>
-    public static ConfigLoadResult Parse(string text, string path = "config.toml", string? baseDirectory = null) => throw new NotImplementedException();
+    public static ConfigLoadResult Parse(string text, string path = "config.toml", string? baseDirectory = null)
+    {
+        var errors = new ErrorSink(path);
+        var (rootNode, syntaxErrors) = TomlReader.Read(text, path);
+        foreach (var (line, message) in syntaxErrors)
+            errors.Add(line, "", $"TOML syntax: {message}");
+        if (errors.Errors.Count > 0) return new(null, errors.Errors);
+
+        var root = new Section(rootNode, "", errors);
+        var baseDir = baseDirectory ?? Directory.GetCurrentDirectory();
+        var settings = new Builder(root, baseDir, path).Build();
+        return errors.Errors.Count > 0 ? new(null, errors.Errors) : new(settings, []);
+    }
+
+    /// <summary>Parses a duration string ("30s", "2m", "1h30m"); throws <see cref="FormatException"/> when invalid.</summary>
+    public static TimeSpan ParseDuration(string text) =>
+        Section.TryParseDuration(text, out var d) ? d : throw new FormatException($"'{text}' is not a duration");
+
+    private sealed class Builder(Section root, string baseDir, string path)
+    {
+        private static readonly IPNetwork[] Loopback = [IPNetwork.Parse("127.0.0.0/8"), IPNetwork.Parse("::1/128")];
+
+        public RelaySettings? Build()
+        {
+            var server = ReadServer(root.Table("server"));
+            var session = ReadSession(root.Table("session"));
+            var local = ReadLocal(root.Table("local"));
+            var spool = ReadSpool(root.Table("spool"));
+            var resolver = ReadResolver(root.Table("resolver"));
+            var delivery = ReadDelivery(root.Table("delivery"));
+            var lists = ReadLists(root.Table("lists"));
+            var admin = ReadAdmin(root.Table("admin"));
+            var dsn = ReadDsn(root.Table("dsn"), server.Hostname);
+            var queue = ReadQueue(root.Table("queue"), new StrategyEnvironment(local, lists), lists);
+            root.ReportUnknownKeys();
+            if (queue is null) return null;
+            return new RelaySettings
+            {
+                SourcePath = path, Server = server, Session = session, Local = local, Spool = spool,
+                Resolver = resolver, Delivery = delivery, Queue = queue, Lists = lists, Admin = admin, Dsn = dsn,
+            };
+        }
+
+        private string ResolvePath(string p) => Path.IsPathRooted(p) ? p : Path.GetFullPath(Path.Combine(baseDir, p));
+
+        private ServerSettings ReadServer(Section? s)
+        {
+            if (s is null) return new ServerSettings(Dns.GetHostName(), []);
+            var hostname = s.String("hostname") ?? Dns.GetHostName();
+            var listeners = new List<ListenerSettings>();
+            if (s.Table("listener") is { } listenerTable)
+            {
+                foreach (var (name, l) in listenerTable.NamedTables())
+                {
+                    var binds = new List<IPEndPoint>();
+                    var bindList = l.StringList("bind");
+                    if (bindList is null or { Count: 0 }) l.Error("bind", "a listener needs at least one \"ip:port\" to bind");
+                    foreach (var b in bindList ?? [])
+                        if (l.ParseEndpoint("bind", b, null) is { } ep) binds.Add(ep);
+                    TlsSettings? tls = null;
+                    if (l.Table("tls") is { } t)
+                    {
+                        var cert = t.String("certificate");
+                        var key = t.String("key");
+                        if (cert is null) t.Error("certificate", "required: path of the PEM certificate chain");
+                        if (key is null) t.Error("key", "required: path of the PEM private key");
+                        if (cert is not null && !File.Exists(ResolvePath(cert))) t.Error("certificate", $"file '{cert}' does not exist");
+                        if (key is not null && !File.Exists(ResolvePath(key))) t.Error("key", $"file '{key}' does not exist");
+                        if (cert is not null && key is not null) tls = new TlsSettings(ResolvePath(cert), ResolvePath(key));
+                        t.ReportUnknownKeys();
+                    }
+                    var implicitTls = l.Bool("implicit-tls", false);
+                    if (implicitTls && tls is null) l.Error("implicit-tls", "needs a tls = { certificate, key } on this listener");
+                    var requireAuth = l.Bool("require-auth", false);
+                    l.ReportUnknownKeys();
+                    listeners.Add(new ListenerSettings(name, binds, tls, implicitTls, requireAuth));
+                }
+            }
+            s.ReportUnknownKeys();
+            return new ServerSettings(hostname, listeners);
+        }
+
+        private SessionSettings ReadSession(Section? s)
+        {
+            var d = new SessionSettings();
+            if (s is null) return d;
+            var relay = d.Relay;
+            if (s.Table("relay") is { } r)
+            {
+                var users = new Dictionary<string, string>(StringComparer.Ordinal);
+                if (r.Table("users") is { } u)
+                {
+                    foreach (var name in u.Keys.ToList())
+                        if (u.String(name) is { } secret) users[name] = secret;
+                    u.ReportUnknownKeys();
+                }
+                relay = new RelayControlSettings { Networks = r.Networks("networks") ?? relay.Networks, Users = users };
+                r.ReportUnknownKeys();
+            }
+            var priority = d.Priority;
+            if (s.Table("priority") is { } p)
+            {
+                priority = new PrioritySettings
+                {
+                    MtPriorityFrom = p.Networks("mt-priority-from") ?? priority.MtPriorityFrom,
+                    Default = (int)p.Integer("default", 0, -9, 9),
+                    HeaderFrom = p.Networks("header-from"),
+                };
+                p.ReportUnknownKeys();
+            }
+            var result = new SessionSettings
+            {
+                MaxMessageSize = s.Size("max-message-size", d.MaxMessageSize),
+                MaxRecipients = (int)s.Integer("max-recipients", d.MaxRecipients, 1, 100_000),
+                Timeout = s.Duration("timeout", d.Timeout),
+                MaxConnections = (int)s.Integer("max-connections", d.MaxConnections, 1, 1_000_000),
+                ReverseDns = s.Bool("reverse-dns", d.ReverseDns),
+                MaxReceivedHeaders = (int)s.Integer("max-received-headers", d.MaxReceivedHeaders, 1, 1000),
+                MaxErrors = (int)s.Integer("max-errors", d.MaxErrors, 1, 1000),
+                Relay = relay,
+                Priority = priority,
+            };
+            s.ReportUnknownKeys();
+            return result;
+        }
+
+        private LocalSettings ReadLocal(Section? s)
+        {
+            if (s is null) return new LocalSettings([]);
+            var domains = s.StringList("domains") ?? [];
+            s.ReportUnknownKeys();
+            return new LocalSettings(domains.Select(x => x.Trim().ToLowerInvariant()).ToList());
+        }
+
+        private SpoolSettings ReadSpool(Section? s)
+        {
+            var p = s?.String("path") ?? "spool";
+            var retention = s?.Duration("retention", TimeSpan.FromDays(7)) ?? TimeSpan.FromDays(7);
+            s?.ReportUnknownKeys();
+            return new SpoolSettings(ResolvePath(p), retention);
+        }
+
+        private ResolverSettings ReadResolver(Section? s)
+        {
+            var servers = new List<IPEndPoint>();
+            foreach (var ns in s?.StringList("nameservers") ?? [])
+                if (s!.ParseEndpoint("nameservers", ns, 53) is { } ep) servers.Add(ep);
+            var timeout = s?.Duration("timeout", TimeSpan.FromSeconds(5)) ?? TimeSpan.FromSeconds(5);
+            s?.ReportUnknownKeys();
+            return new ResolverSettings(servers, timeout);
+        }
+
+        private DeliverySettings ReadDelivery(Section? s)
+        {
+            var port = (int)(s?.Integer("port", 25, 1, 65535) ?? 25);
+            var connect = s?.Duration("connect-timeout", TimeSpan.FromSeconds(30)) ?? TimeSpan.FromSeconds(30);
+            s?.ReportUnknownKeys();
+            return new DeliverySettings(port, connect);
+        }
+
+        private NamedLists ReadLists(Section? s)
+        {
+            if (s is null) return NamedLists.Empty;
+            var lists = new Dictionary<string, IEnumerable<string>>();
+            foreach (var name in s.Keys.ToList())
+            {
+                var raw = s.Raw(name);
+                if (raw is TomlTableNode)
+                {
+                    var t = s.Table(name)!;
+                    var file = t.String("file");
+                    if (file is null) t.Error("file", "a list table needs file = \"path\" (one entry per line)");
+                    else
+                    {
+                        try
+                        {
+                            lists[name] = File.ReadAllLines(ResolvePath(file))
+                                .Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
+                        }
+                        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                        {
+                            t.Error("file", $"cannot read '{file}': {e.Message}");
+                        }
+                    }
+                    t.ReportUnknownKeys();
+                }
+                else if (s.StringList(name) is { } items)
+                {
+                    lists[name] = items;
+                }
+            }
+            s.ReportUnknownKeys();
+            return new NamedLists(lists);
+        }
+
+        private AdminSettings ReadAdmin(Section? s)
+        {
+            var bind = s?.String("bind") is { } b
+                ? s.ParseEndpoint("bind", b, null) ?? new IPEndPoint(IPAddress.Loopback, 8025)
+                : new IPEndPoint(IPAddress.Loopback, 8025);
+            var token = s?.String("token");
+            if (token is { Length: 0 }) s!.Error("token", "must not be empty (leave it out to disable the admin API)");
+            var fromEnvironment = Environment.GetEnvironmentVariable(AdminTokenVariable);
+            if (!string.IsNullOrEmpty(fromEnvironment)) token = fromEnvironment;
+            s?.ReportUnknownKeys();
+            return new AdminSettings(bind, string.IsNullOrEmpty(token) ? null : token);
+        }
+
+        private DsnSettings ReadDsn(Section? s, string hostname)
+        {
+            var name = s?.String("from-name") ?? "Mail Delivery System";
+            var address = s?.String("from-address") ?? $"MAILER-DAEMON@{hostname}";
+            s?.ReportUnknownKeys();
+            return new DsnSettings(name, address);
+        }
+
+        private QueueSettings? ReadQueue(Section? q, StrategyEnvironment environment, NamedLists lists)
+        {
+            if (q is null)
+            {
+                root.Errors.Add(1, "queue", "missing: a config needs [queue.strategy], [queue.schedule.*] and [queue.virtual.*]");
+                return null;
+            }
+
+            var virtualQueues = new Dictionary<string, VirtualQueueSettings>(StringComparer.Ordinal);
+            if (q.Table("virtual") is { } v)
+            {
+                foreach (var (name, t) in v.NamedTables())
+                {
+                    var threads = (int)t.Integer("threads-per-node", DefaultThreadsPerNode, 1, 100_000);
+                    var aging = t.Duration("priority-aging", TimeSpan.FromMinutes(1));
+                    long? maxSize = t.Has("max-size") ? t.Integer("max-size", 0, 1, long.MaxValue) : null;
+                    t.ReportUnknownKeys();
+                    virtualQueues[name] = new VirtualQueueSettings(name, threads, aging, maxSize);
+                }
+            }
+            else q.Error("virtual", "missing: define at least one [queue.virtual.NAME] with threads-per-node");
+
+            var schedules = new Dictionary<string, ScheduleSettings>(StringComparer.Ordinal);
+            if (q.Table("schedule") is { } sch)
+            {
+                foreach (var (name, t) in sch.NamedTables())
+                {
+                    var queueName = t.String("queue-name") ?? name;
+                    if (!virtualQueues.ContainsKey(queueName))
+                        t.Error("queue-name", $"virtual queue '{queueName}' is not defined (add [queue.virtual.{queueName}])");
+                    var retry = t.DurationList("retry");
+                    if (retry is { Count: 0 }) t.Error("retry", "must list at least one interval (the last one repeats)");
+                    var notify = t.DurationList("notify");
+                    Expiry expiry = new Expiry.Ttl(DefaultExpire);
+                    var hasExpire = t.Has("expire");
+                    var hasAttempts = t.Has("max-attempts");
+                    if (hasExpire && hasAttempts)
+                        t.Error("max-attempts", "cannot set both 'expire' and 'max-attempts': a schedule expires one way");
+                    if (hasExpire) expiry = new Expiry.Ttl(t.Duration("expire", DefaultExpire));
+                    if (hasAttempts) expiry = new Expiry.Attempts((int)t.Integer("max-attempts", 1, 1, 100_000));
+                    TimeSpan? sla = t.Has("sla") ? t.Duration("sla", TimeSpan.Zero) : null;
+                    t.ReportUnknownKeys();
+                    schedules[name] = new ScheduleSettings(name, queueName,
+                        retry is { Count: > 0 } ? retry : DefaultRetry, notify ?? DefaultNotify, expiry, sla);
+                }
+            }
+            else q.Error("schedule", "missing: define at least one [queue.schedule.NAME]");
+
+            QueueStrategy? strategy = null;
+            if (q.Table("strategy") is { } st)
+            {
+                strategy = ReadStrategy(st, schedules, environment, lists);
+                st.ReportUnknownKeys();
+            }
+            else q.Error("strategy", "missing: [queue.strategy] schedule = [ { if = ..., then = ... }, { else = ... } ]");
+            q.ReportUnknownKeys();
+            return strategy is null ? null : new QueueSettings(strategy, schedules, virtualQueues);
+        }
+
+        private static QueueStrategy? ReadStrategy(Section st, Dictionary<string, ScheduleSettings> schedules,
+            StrategyEnvironment environment, NamedLists lists)
+        {
+            var raw = st.Raw("schedule");
+            if (raw is not TomlList list)
+            {
+                st.Error("schedule", raw is null
+                    ? "missing: a list of rules [ { if = \"expr\", then = \"'name'\" }, { else = \"'name'\" } ]"
+                    : "expected a list of rules [ { if = ..., then = ... }, { else = ... } ]");
+                return null;
+            }
+            var key = st.KeyPath("schedule");
+            var errors = st.Errors;
+            var rules = new List<StrategyRule>();
+            ScheduleSettings? fallback = null;
+            var ok = true;
+            for (var i = 0; i < list.Items.Count; i++)
+            {
+                if (list.Items[i] is not TomlTableNode ruleNode)
+                {
+                    errors.Add(list.Items[i].Line, key, "each rule is an inline table { if = ..., then = ... } or { else = ... }");
+                    ok = false;
+                    continue;
+                }
+                var rule = new Section(ruleNode, $"{key}[{i}]", errors);
+                var line = ruleNode.Line;
+                var condition = rule.String("if");
+                var then = rule.String("then");
+                var elseValue = rule.String("else");
+                rule.ReportUnknownKeys();
+                if (elseValue is not null)
+                {
+                    if (condition is not null || then is not null)
+                    { errors.Add(line, rule.Path, "an 'else' rule has no 'if' or 'then'"); ok = false; continue; }
+                    if (i != list.Items.Count - 1)
+                    { errors.Add(line, rule.Path, "'else' must be the last rule"); ok = false; }
+                    StrategyCompiler.CompileResult(elseValue, lists, out var literal, out var error);
+                    if (error is not null) { errors.Add(line, $"{rule.Path}.else", error); ok = false; }
+                    else if (literal is null) { errors.Add(line, $"{rule.Path}.else", "must be a quoted schedule name like \"'default'\" so every recipient has a fallback"); ok = false; }
+                    else if (!schedules.TryGetValue(literal, out fallback))
+                    { errors.Add(line, $"{rule.Path}.else", $"schedule '{literal}' is not defined (add [queue.schedule.{literal}])"); ok = false; }
+                    continue;
+                }
+                if (condition is null || then is null)
+                {
+                    errors.Add(line, rule.Path, condition is null ? "a rule needs 'if' (or is an 'else' rule)" : "an 'if' rule needs 'then'");
+                    ok = false;
+                    continue;
+                }
+                var test = StrategyCompiler.CompileCondition(condition, lists, out var conditionError);
+                if (conditionError is not null) { errors.Add(line, $"{rule.Path}.if", conditionError); ok = false; }
+                var compute = StrategyCompiler.CompileResult(then, lists, out var thenLiteral, out var thenError);
+                if (thenError is not null) { errors.Add(line, $"{rule.Path}.then", thenError); ok = false; }
+                ScheduleSettings? fixedSchedule = null;
+                if (thenLiteral is not null && !schedules.TryGetValue(thenLiteral, out fixedSchedule))
+                { errors.Add(line, $"{rule.Path}.then", $"schedule '{thenLiteral}' is not defined (add [queue.schedule.{thenLiteral}])"); ok = false; }
+                if (test is not null && (fixedSchedule is not null || compute is not null))
+                    rules.Add(new StrategyRule(line, condition, then, test, compute, fixedSchedule));
+            }
+            if (fallback is null && !list.Items.OfType<TomlTableNode>().Any(r => r.Get("else") is not null))
+            {
+                errors.Add(list.Line, key, "no 'else' rule: add { else = \"'name'\" } as the last rule so every recipient gets a schedule");
+                ok = false;
+            }
+            return ok && fallback is not null ? new QueueStrategy(rules, fallback, schedules, environment) : null;
+        }
+    }
 }
