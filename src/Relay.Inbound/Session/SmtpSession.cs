@@ -277,9 +277,10 @@ internal sealed partial class SmtpSession : IAsyncDisposable
                         _buffered = !buffer.IsEmpty;
                         return (status, bytes);
                     case LineStatus.TooLong:
+                        // Drop the window; the rest of the buffer may already hold the line's end.
                         discarding = true;
-                        _input.AdvanceTo(buffer.End);
-                        _buffered = false;
+                        _input.AdvanceTo(buffer.GetPosition(limit));
+                        _buffered = buffer.Length > limit;
                         break;
                     default:
                         _input.AdvanceTo(buffer.Start, buffer.End);
