@@ -27,7 +27,7 @@ public sealed class QueueScheduler : IAsyncDisposable
     private readonly Dictionary<string, ScheduleSettings> _fallbacks = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Job> _jobs = new(StringComparer.Ordinal);
     private readonly PriorityQueue<TimerItem, long> _timers = new();
-    private readonly Channel<Action> _events = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Action> _events = Channel.CreateUnbounded<Action>();
     private readonly List<TaskCompletionSource> _idleWaiters = [];
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stopping = new();
@@ -150,7 +150,10 @@ public sealed class QueueScheduler : IAsyncDisposable
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested) { }
         catch (Exception e)
         {
+            // A bug, not a mail problem: make it visible to whoever waits on the loop, and to the host.
             _log.LoopFailed(e);
+            _ready.TrySetException(e);
+            foreach (var w in _idleWaiters) w.TrySetException(e);
             throw;
         }
     }

@@ -270,7 +270,7 @@ public sealed class FileSpool : ISpoolStore
         return slots;
     }
 
-    internal async Task CommitAsync(IncomingMessage incoming, MessageEnvelope envelope)
+    internal async Task CommitAsync(IncomingMessage incoming, MessageEnvelope envelope, FileStream file)
     {
         var slots = SlotsFor(envelope);
         SpooledMessage m;
@@ -281,7 +281,7 @@ public sealed class FileSpool : ISpoolStore
             m = new SpooledMessage(_gate, incoming.Id, envelope.ArrivedAt.UtcTicks, Math.Clamp(envelope.Priority, -9, 9), ++_sequence, slots);
             _index[m.Id] = m;
             foreach (var s in slots) PendingBox(s.Route.Queue).Value++;
-            durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path));
+            durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path), file);
         }
         try
         {

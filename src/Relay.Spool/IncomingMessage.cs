@@ -44,8 +44,7 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
             var json = MessageFile.SerializeEnvelope(stored);
             await file.WriteAsync(json, cancellationToken);
             await file.WriteAsync(MessageFile.Footer(Length, json.Length, Crc32.Compute(json), _crc), cancellationToken);
-            file.Flush(flushToDisk: true);   // this file's data; the journal writer fsyncs its directory
-            await file.DisposeAsync();
+            await file.FlushAsync(cancellationToken);   // to the OS; the journal writer fsyncs it with its batch
         }
         catch (Exception e) when (e is IOException and not SpoolWriteException || e is UnauthorizedAccessException)
         {
@@ -54,8 +53,9 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
         }
         try
         {
-            await spool.CommitAsync(this, stored);   // returns when the journal record is fsynced
+            await spool.CommitAsync(this, stored, file);   // returns when file, directory and journal record are fsynced
             _committed = true;
+            await file.DisposeAsync();
         }
         catch (SpoolWriteException)
         {

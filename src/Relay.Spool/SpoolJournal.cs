@@ -54,6 +54,7 @@ internal sealed class SpoolJournal : IDisposable
     {
         public readonly ArrayBufferWriter<byte> Buffer = new(64 * 1024);
         public readonly HashSet<string> Dirs = [];
+        public readonly List<FileStream> Files = [];
         public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Count;
     }
@@ -217,7 +218,7 @@ internal sealed class SpoolJournal : IDisposable
     /// Queues one record; the task completes when it (and the directory <paramref name="syncDir"/>, if any)
     /// is durable. Call while holding the spool's lock so that journal order matches the index.
     /// </summary>
-    public Task Append(byte[] payload, string? syncDir)
+    public Task Append(byte[] payload, string? syncDir, FileStream? syncFile = null)
     {
         if (_stopping) return Task.FromException(new SpoolWriteException("spool is shutting down"));
         lock (_batchLock)
@@ -225,6 +226,7 @@ internal sealed class SpoolJournal : IDisposable
             var b = _current;
             WriteFrame(b.Buffer, payload);
             if (syncDir is not null) b.Dirs.Add(syncDir);
+            if (syncFile is not null) b.Files.Add(syncFile);
             b.Count++;
             _signal.Set();
             return b.Done.Task;
@@ -272,7 +274,12 @@ internal sealed class SpoolJournal : IDisposable
         try
         {
             if (_options.Fault?.Invoke("journal") is { } fault) throw fault;
-            foreach (var dir in batch.Dirs) SpoolFiles.SyncDirectory(dir);   // new message files' names first
+            // Group commit: the message files of every commit in the batch (in parallel, so the file system
+            // can merge them into few journal commits of its own), their directories, then one journal fsync.
+            if (batch.Files.Count == 1) batch.Files[0].Flush(flushToDisk: true);
+            else if (batch.Files.Count > 1)
+                Parallel.ForEach(batch.Files, new ParallelOptions { MaxDegreeOfParallelism = 16 }, f => f.Flush(flushToDisk: true));
+            foreach (var dir in batch.Dirs) SpoolFiles.SyncDirectory(dir);
             _active!.Write(batch.Buffer.WrittenSpan);
             _active.Flush(flushToDisk: true);
             Interlocked.Increment(ref SyncCount);
