@@ -399,6 +399,8 @@ public sealed class QueueScheduler : IAsyncDisposable
         var id = job.Message.Id;
         var states = job.Message.Snapshot().Recipients;
         var touched = expire.Concat(notify.Select(n => n.Index)).ToList();
+        // Settings are looked up here, on the loop (the fallback table is loop-owned).
+        var schedules = touched.ToDictionary(i => i, i => Schedule(states[i].Schedule, states[i].Queue));
         StartWork(async ct =>
         {
             var failed = false;
@@ -410,7 +412,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                     var delayed = notify.Select(n =>
                     {
                         var s = states[n.Index];
-                        var schedule = Schedule(s.Schedule, s.Queue);
+                        var schedule = schedules[n.Index];
                         return new ReportedRecipient(n.Index, envelope.Recipients[n.Index], s.Status, s.LastError, s.Attempts,
                                                      s.NextAttemptAt, RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt));
                     }).ToList();
@@ -426,8 +428,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                 {
                     var changes = expire.Select(i =>
                     {
-                        var s = states[i];
-                        return RecipientPolicy.Expire(i, s, Schedule(s.Schedule, s.Queue));
+                        return RecipientPolicy.Expire(i, states[i], schedules[i]);
                     }).ToList();
                     await SettleAsync(job, envelope, changes, ct);
                 }
