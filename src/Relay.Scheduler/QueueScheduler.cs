@@ -113,6 +113,11 @@ public sealed class QueueScheduler : IAsyncDisposable
         return tcs.Task;
     }
 
+    /// <summary>For diagnostics (a test that times out prints it): the loop's counters, read racily.</summary>
+    internal string DebugState =>
+        $"outstanding={Volatile.Read(ref _outstanding)} wake={Volatile.Read(ref _wakePending)} events={_events.Reader.Count} " +
+        $"timers={_timers.Count} loop={_loop?.Status} ready={_ready.Task.Status}";
+
     /// <summary>Coalescing wake-up: many calls before the loop runs cause one pass.</summary>
     public void Wake()
     {
@@ -240,7 +245,8 @@ public sealed class QueueScheduler : IAsyncDisposable
         if (next <= now) { Wake(); return; }
         if (next == _armedFor) return;
         _armedFor = next;
-        _timer.Change(TimeSpan.FromTicks(next - now), Timeout.InfiniteTimeSpan);
+        // Relative to the clock as it is now, not as it was at the top of this pass.
+        _timer.Change(TimeSpan.FromTicks(Math.Max(0, next - _clock.GetUtcNow().UtcTicks)), Timeout.InfiniteTimeSpan);
     }
 
     // ---------------------------------------------------------------- delivery

@@ -157,11 +157,15 @@ public sealed class Harness : IAsyncDisposable
     public async Task StartAsync()
     {
         Scheduler.Start();
-        await Scheduler.Ready.WaitAsync(TimeSpan.FromSeconds(10));
+        await Scheduler.Ready.WaitAsync(TimeSpan.FromSeconds(30));
         await IdleAsync();
     }
 
-    public Task IdleAsync() => Scheduler.WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(10));
+    public async Task IdleAsync()
+    {
+        try { await Scheduler.WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(30)); }
+        catch (TimeoutException) { Assert.Fail("scheduler never became idle: " + Scheduler.DebugState); }
+    }
 
     /// <summary>Moves the fake clock in steps (so every timer fires at its own time) and lets the scheduler settle.</summary>
     public async Task AdvanceAsync(TimeSpan total, TimeSpan? step = null)
