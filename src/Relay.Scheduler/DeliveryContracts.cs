@@ -1,0 +1,92 @@
+// DeliveryContracts: the scheduler's two boundaries downstream. The delivery agent REPORTS what happened to
+// each recipient; the scheduler alone DECIDES retry, expiry and failure, and tells the DSN stage.
+using Relay.Spool;
+
+namespace Relay.Scheduler;
+
+/// <summary>Implemented by the delivery stage: one SMTP transaction for recipients of one message and domain.</summary>
+public interface IDeliveryAgent
+{
+    /// <summary>
+    /// Tries the request once and returns one outcome per recipient (matched by address). A recipient left
+    /// without an outcome counts as a temporary failure. Throwing counts as a temporary failure of all of them.
+    /// </summary>
+    Task<IReadOnlyList<RecipientOutcome>> DeliverAsync(DeliveryRequest request, CancellationToken cancellationToken);
+}
+
+/// <summary>Recipients of one message, for one domain and one schedule, that go out together.</summary>
+/// <param name="OpenContent">Opens the message bytes exactly as received (the caller disposes the stream).</param>
+public sealed record DeliveryRequest(
+    string MessageId,
+    MessageEnvelope Envelope,
+    string Domain,
+    string Schedule,
+    string Queue,
+    IReadOnlyList<DeliveryRecipient> Recipients,
+    Func<CancellationToken, ValueTask<Stream>> OpenContent);
+
+/// <param name="Index">Position in <see cref="MessageEnvelope.Recipients"/>.</param>
+/// <param name="Attempt">1 for the first attempt.</param>
+public sealed record DeliveryRecipient(int Index, RecipientEntry Entry, int Attempt)
+{
+    public string Address => Entry.Address;
+}
+
+public enum OutcomeKind { Delivered, Temporary, Permanent }
+
+/// <summary>What one attempt did for one recipient (RFC 3463 status, DESIGN.md: 5xx permanent, 4xx/timeouts temporary).</summary>
+public sealed record RecipientOutcome(
+    string Address,
+    OutcomeKind Kind,
+    int Code,
+    string EnhancedStatus,
+    string Text,
+    string? RemoteHost = null)
+{
+    public static RecipientOutcome Delivered(string address, string? remoteHost = null, string text = "250 2.0.0 Ok") =>
+        new(address, OutcomeKind.Delivered, 250, "2.0.0", text, remoteHost);
+
+    public static RecipientOutcome Temporary(string address, int code, string enhanced, string text, string? remoteHost = null) =>
+        new(address, OutcomeKind.Temporary, code, enhanced, text, remoteHost);
+
+    public static RecipientOutcome Permanent(string address, int code, string enhanced, string text, string? remoteHost = null) =>
+        new(address, OutcomeKind.Permanent, code, enhanced, text, remoteHost);
+}
+
+/// <summary>
+/// Implemented by the DSN stage. Each call carries everything a DSN needs, so nothing is re-read. The stage
+/// applies RFC 3461 NOTIFY (and never reports about a message from <c>&lt;&gt;</c>); the scheduler reports every
+/// final recipient (delivered ones too, for NOTIFY=SUCCESS) and each delay. A message's bytes stay in the spool
+/// until <see cref="RecipientsFinalAsync"/> has returned for all its recipients.
+/// </summary>
+public interface IDeliveryReports
+{
+    /// <summary>Recipients that reached a final state (delivered, failed, expired). Throwing makes the scheduler retry later.</summary>
+    ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken);
+
+    /// <summary>Recipients still pending whose schedule's <c>notify</c> time passed: one delay DSN. Called once per notify time.</summary>
+    ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken);
+}
+
+public sealed record DeliveryReport(
+    string MessageId,
+    MessageEnvelope Envelope,
+    IReadOnlyList<ReportedRecipient> Recipients,
+    Func<CancellationToken, ValueTask<Stream>> OpenContent);
+
+/// <param name="WillRetryUntil">For delays under a TTL schedule: when the relay gives up (RFC 3464 Will-Retry-Until).</param>
+public sealed record ReportedRecipient(
+    int Index,
+    RecipientEntry Entry,
+    RecipientStatus Status,
+    DeliveryError? LastError,
+    int Attempts,
+    DateTimeOffset? NextAttemptAt,
+    DateTimeOffset? WillRetryUntil);
+
+/// <summary>A DSN sink that drops everything (for hosts or tests without a DSN stage).</summary>
+public sealed class NoDeliveryReports : IDeliveryReports
+{
+    public ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    public ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+}

@@ -1,0 +1,640 @@
+// QueueScheduler: decides what goes out when. One loop owns every counter, heap and timer (Postfix qmgr,
+// Stalwart queue manager); delivery and report tasks run outside it and always post exactly one result back.
+// Wake-ups (spool commits, timers, finished work) are coalescing signals, not queued payloads.
+using System.Diagnostics;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Relay.Config.Settings;
+using Relay.Spool;
+
+namespace Relay.Scheduler;
+
+public sealed class QueueScheduler : IAsyncDisposable
+{
+    private const int IngestBatch = 4096;
+    private static readonly TimeSpan SettleRetry = TimeSpan.FromMinutes(1);
+    private static readonly TimeSpan Housekeeping = TimeSpan.FromMinutes(1);
+
+    private readonly ISpoolStore _spool;
+    private readonly IDeliveryAgent _agent;
+    private readonly IDeliveryReports _reports;
+    private readonly TimeProvider _clock;
+    private readonly ILogger _log;
+    private readonly IReadOnlyDictionary<string, ScheduleSettings> _schedules;
+    private readonly Dictionary<string, VirtualQueue> _queues = new(StringComparer.Ordinal);
+    private readonly IReadOnlyDictionary<string, VirtualQueueSettings> _queueSettings;
+    private readonly Dictionary<string, ScheduleSettings> _fallbacks = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Job> _jobs = new(StringComparer.Ordinal);
+    private readonly PriorityQueue<TimerItem, long> _timers = new();
+    private readonly Channel<Action> _events = Channel.CreateUnbounded<Action>();
+    private readonly List<TaskCompletionSource> _idleWaiters = [];
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly ITimer _timer;
+    private long _armedFor = long.MaxValue;
+    private long _nextHousekeeping;
+    private int _wakePending;
+    private int _outstanding;
+    private Task? _loop;
+    private long _startedAt;
+
+    public QueueScheduler(
+        ISpoolStore spool,
+        IReadOnlyDictionary<string, ScheduleSettings> schedules,
+        IReadOnlyDictionary<string, VirtualQueueSettings> queues,
+        IDeliveryAgent agent,
+        IDeliveryReports reports,
+        TimeProvider clock,
+        ILogger? logger = null)
+    {
+        _spool = spool;
+        _schedules = schedules;
+        _queueSettings = queues;
+        _agent = agent;
+        _reports = reports;
+        _clock = clock;
+        _log = logger ?? NullLogger.Instance;
+        foreach (var (name, settings) in queues) _queues[name] = new VirtualQueue(settings);
+        _timer = clock.CreateTimer(_ => Wake(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _spool.Committed += Wake;
+    }
+
+    /// <summary>Built from the validated config's <c>[queue]</c> section.</summary>
+    public QueueScheduler(ISpoolStore spool, QueueSettings settings, IDeliveryAgent agent, IDeliveryReports reports,
+                          TimeProvider clock, ILogger? logger = null)
+        : this(spool, settings.Schedules, settings.VirtualQueues, agent, reports, clock, logger) { }
+
+    /// <summary>Completes once every message recovered from the spool at start is scheduled.</summary>
+    public Task Ready => _ready.Task;
+
+    /// <summary>Starts the loop: recovery (every pending recipient is queued, delivered ones never) then scheduling.</summary>
+    public void Start()
+    {
+        if (_loop is not null) throw new InvalidOperationException("already started");
+        _startedAt = Stopwatch.GetTimestamp();
+        _nextHousekeeping = _clock.GetUtcNow().UtcTicks + Housekeeping.Ticks;
+        _loop = Task.Run(LoopAsync);
+        Wake();
+    }
+
+    /// <summary>
+    /// Back-pressure for RCPT (DESIGN.md max-size): false when virtual queue <paramref name="queueName"/> already
+    /// holds its max-size of recipients not yet final. Thread-safe.
+    /// </summary>
+    public bool HasRoom(string queueName) =>
+        !_queueSettings.TryGetValue(queueName, out var q) || q.MaxSize is not { } max || _spool.CountPending(queueName) < max;
+
+    /// <summary>Per virtual queue: depth (recipients not final), deliveries in flight, slots. Thread-safe, approximate.</summary>
+    public IReadOnlyList<VirtualQueueStats> GetQueueStats() =>
+        _queueSettings.Values.Select(q => new VirtualQueueStats(
+            q.Name, _spool.CountPending(q.Name), _queues.TryGetValue(q.Name, out var v) ? v.InFlight : 0, q.ThreadsPerNode, q.MaxSize)).ToList();
+
+    /// <summary>Makes every pending recipient of a message due now (admin "retry").</summary>
+    public void RetryNow(string messageId) => Post(() =>
+    {
+        if (!_jobs.TryGetValue(messageId, out var job)) return;
+        for (var i = 0; i < job.Versions.Length; i++)
+        {
+            if (job.Busy[i] || job.Message.GetRecipient(i).Status != RecipientStatus.Pending) continue;
+            job.Versions[i]++;
+            EnqueueReady(job, i, _clock.GetUtcNow().UtcTicks);
+        }
+    });
+
+    /// <summary>
+    /// Completes when the loop has nothing left to do right now: no work in flight, nothing due, nothing to
+    /// ingest. Tests call it after advancing a fake clock instead of sleeping.
+    /// </summary>
+    public Task WhenIdleAsync()
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(() => _idleWaiters.Add(tcs));
+        return tcs.Task;
+    }
+
+    /// <summary>For diagnostics (a test that times out prints it): the loop's counters, read racily.</summary>
+    internal string DebugState =>
+        $"outstanding={Volatile.Read(ref _outstanding)} wake={Volatile.Read(ref _wakePending)} events={_events.Reader.Count} " +
+        $"timers={_timers.Count} loop={_loop?.Status} ready={_ready.Task.Status}";
+
+    /// <summary>Coalescing wake-up: many calls before the loop runs cause one pass.</summary>
+    public void Wake()
+    {
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0) _events.Writer.TryWrite(static () => { });
+    }
+
+    private void Post(Action action)
+    {
+        _events.Writer.TryWrite(action);
+    }
+
+    // ---------------------------------------------------------------- the loop
+
+    private async Task LoopAsync()
+    {
+        var reader = _events.Reader;
+        try
+        {
+            while (await reader.WaitToReadAsync(_stopping.Token))
+            {
+                Volatile.Write(ref _wakePending, 0);
+                while (reader.TryRead(out var action)) action();
+                var now = _clock.GetUtcNow().UtcTicks;
+                Ingest(now);
+                FireTimers(now);
+                Dispatch(now);
+                ArmTimer(now);
+                if (_idleWaiters.Count > 0 && _outstanding == 0 && Volatile.Read(ref _wakePending) == 0 && reader.Count == 0)
+                {
+                    foreach (var w in _idleWaiters) w.TrySetResult();
+                    _idleWaiters.Clear();
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested) { }
+        catch (Exception e)
+        {
+            // A bug, not a mail problem: make it visible to whoever waits on the loop, and to the host.
+            _log.LoopFailed(e);
+            _ready.TrySetException(e);
+            foreach (var w in _idleWaiters) w.TrySetException(e);
+            throw;
+        }
+    }
+
+    private void Ingest(long now)
+    {
+        var batch = _spool.TakeCommitted(IngestBatch);
+        foreach (var m in batch) Add(m, now);
+        if (batch.Count == IngestBatch) { Wake(); return; }   // more to come: let events in between
+        if (!_ready.Task.IsCompleted)
+        {
+            _ready.TrySetResult();
+            _log.Ready(_jobs.Count, Stopwatch.GetElapsedTime(_startedAt).TotalMilliseconds);
+        }
+    }
+
+    private void Add(SpooledMessage m, long now)
+    {
+        if (m.IsRemoved || _jobs.ContainsKey(m.Id)) return;
+        var job = new Job(m);
+        _jobs[m.Id] = job;
+        List<int>? unreported = null;
+        var allFinal = true;
+        for (var i = 0; i < m.RecipientCount; i++)
+        {
+            var s = m.GetRecipient(i);
+            if (s.Status == RecipientStatus.Pending)
+            {
+                allFinal = false;
+                var due = s.NextAttemptAt?.UtcTicks ?? m.ArrivedAt.UtcTicks;
+                if (due <= now) EnqueueReady(job, i, due);
+                else _timers.Enqueue(new TimerItem(job, i, job.Versions[i], TimerKind.Due), due);
+            }
+            else if (!s.FinalReported) (unreported ??= []).Add(i);
+        }
+        if (unreported is not null) StartReport(job, unreported);   // crashed between "final" and "reported"
+        else if (allFinal) MaybeComplete(job);
+        ArmCheck(job, now);
+    }
+
+    private void EnqueueReady(Job job, int index, long dueTicks)
+    {
+        var s = job.Message.GetRecipient(index);
+        QueueOf(Schedule(s.Schedule, s.Queue).QueueName)
+            .Enqueue(job, index, job.Versions[index], dueTicks, job.Message.Priority, job.Message.Sequence);
+    }
+
+    private void FireTimers(long now)
+    {
+        if (now >= _nextHousekeeping)
+        {
+            _nextHousekeeping = now + Housekeeping.Ticks;
+            StartWork(async ct => { await _spool.PurgeDeadLettersAsync(_clock.GetUtcNow(), ct); return static () => { }; });
+        }
+        while (_timers.TryPeek(out var t, out var at) && at <= now)
+        {
+            _timers.Dequeue();
+            var job = t.Job;
+            if (job.Gone) continue;
+            switch (t.Kind)
+            {
+                case TimerKind.Due when job.Versions[t.Index] == t.Version && !job.Busy[t.Index]
+                                        && job.Message.GetRecipient(t.Index).Status == RecipientStatus.Pending:
+                    EnqueueReady(job, t.Index, at);
+                    break;
+                case TimerKind.Check when job.CheckVersion == t.Version:
+                    job.CheckTicks = 0;
+                    RunCheck(job, now);
+                    break;
+                case TimerKind.ReportRetry:
+                    job.ReportRetryArmed = false;
+                    var unreported = Enumerable.Range(0, job.Versions.Length)
+                        .Where(i => !job.Busy[i] && job.Message.GetRecipient(i) is { IsFinal: true, FinalReported: false }).ToList();
+                    if (unreported.Count > 0) StartReport(job, unreported);
+                    break;
+            }
+        }
+    }
+
+    private void ArmTimer(long now)
+    {
+        if (!_timers.TryPeek(out _, out var next)) next = _nextHousekeeping;
+        next = Math.Min(next, _nextHousekeeping);
+        if (next <= now) { Wake(); return; }
+        if (next == _armedFor) return;
+        _armedFor = next;
+        // Relative to the clock as it is now, not as it was at the top of this pass.
+        _timer.Change(TimeSpan.FromTicks(Math.Max(0, next - _clock.GetUtcNow().UtcTicks)), Timeout.InfiniteTimeSpan);
+    }
+
+    // ---------------------------------------------------------------- delivery
+
+    private void Dispatch(long now)
+    {
+        foreach (var queue in _queues.Values)
+        {
+            while (queue.HasSlot && queue.TryDequeue(out var item))
+            {
+                var job = item.Job;
+                var i = item.Index;
+                if (job.Gone || job.Busy[i] || job.Versions[i] != item.Version) continue;   // stale entry
+                var s = job.Message.GetRecipient(i);
+                if (s.Status != RecipientStatus.Pending) continue;
+                var schedule = Schedule(s.Schedule, s.Queue);
+                if (RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt) is { } deadline && deadline.UtcTicks <= now)
+                {
+                    RunCheck(job, now);   // expires it (and any sibling) instead of another attempt
+                    continue;
+                }
+                // Recipients of this message for the same domain and schedule that are due go in the same transaction.
+                var group = new List<int> { i };
+                for (var j = 0; j < job.Versions.Length; j++)
+                {
+                    if (j == i || job.Busy[j]) continue;
+                    var o = job.Message.GetRecipient(j);
+                    if (o.Status == RecipientStatus.Pending && o.Schedule == s.Schedule && o.Domain == s.Domain
+                        && (o.NextAttemptAt?.UtcTicks ?? 0) <= now)
+                        group.Add(j);
+                }
+                foreach (var j in group) MarkBusy(job, j);
+                queue.SlotTaken();
+                StartDelivery(queue, job, schedule, s.Domain, group);
+            }
+        }
+    }
+
+    private void StartDelivery(VirtualQueue queue, Job job, ScheduleSettings schedule, string domain, List<int> group)
+    {
+        var id = job.Message.Id;
+        var states = group.Select(i => job.Message.GetRecipient(i)).ToArray();
+        StartWork(async ct =>
+        {
+            var failed = false;
+            try
+            {
+                var envelope = await _spool.ReadEnvelopeAsync(id, ct);
+                var recipients = group.Select((i, k) => new DeliveryRecipient(i, envelope.Recipients[i], states[k].Attempts + 1)).ToList();
+                var request = new DeliveryRequest(id, envelope, domain, schedule.Name, queue.Name, recipients, OpenContent(id));
+                IReadOnlyList<RecipientOutcome> outcomes;
+                try
+                {
+                    outcomes = await _agent.DeliverAsync(request, ct);
+                }
+                catch (Exception e) when (!ct.IsCancellationRequested)
+                {
+                    _log.AgentCrashed(id, e);
+                    outcomes = recipients.Select(r => RecipientOutcome.Temporary(r.Address, 451, "4.4.0", "delivery failed: " + e.Message)).ToList();
+                }
+                var now = _clock.GetUtcNow();
+                var unmatched = outcomes.ToList();
+                var changes = new List<RecipientChange>(group.Count);
+                for (var k = 0; k < group.Count; k++)
+                {
+                    var address = recipients[k].Address;
+                    var at = unmatched.FindIndex(o => string.Equals(o.Address, address, StringComparison.OrdinalIgnoreCase));
+                    RecipientOutcome outcome;
+                    if (at >= 0) { outcome = unmatched[at]; unmatched.RemoveAt(at); }
+                    else outcome = RecipientOutcome.Temporary(address, 451, "4.4.0", "no outcome reported for this recipient");
+                    var change = RecipientPolicy.AfterAttempt(group[k], states[k], outcome, schedule, job.Message.ArrivedAt, now);
+                    changes.Add(change);
+                    _log.Outcome(id, address, change.Status.ToString().ToLowerInvariant(), change.Attempts, change.NextAttemptAt,
+                                 $"{outcome.Code} {outcome.EnhancedStatus} {outcome.Text}");
+                }
+                await SettleAsync(job, envelope, changes, ct);
+            }
+            catch (SpoolCorruptException)
+            {
+                return () => Quarantined(job, queue);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _log.SettleFailed(id, e.Message);
+                failed = true;
+            }
+            return () =>
+            {
+                queue.SlotFreed();
+                Release(job, group, failed);
+            };
+        }, onCancel: () => queue.SlotFreed());
+    }
+
+    private Func<CancellationToken, ValueTask<Stream>> OpenContent(string id) => ct => _spool.OpenContentAsync(id, ct);
+
+    /// <summary>
+    /// Makes new states durable, then hands final ones to the DSN stage, then records that they were reported.
+    /// A crash between the steps re-reports at the next start (a DSN may repeat; one is never lost).
+    /// </summary>
+    private async Task SettleAsync(Job job, MessageEnvelope envelope, List<RecipientChange> changes, CancellationToken ct)
+    {
+        var id = job.Message.Id;
+        await _spool.UpdateRecipientsAsync(id, changes, ct);
+        var finals = changes.Where(c => c.Status != RecipientStatus.Pending).ToList();
+        if (finals.Count == 0) return;
+        await ReportFinalAsync(job, envelope, finals, ct);
+    }
+
+    private async Task ReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct)
+    {
+        var id = job.Message.Id;
+        var report = new DeliveryReport(id, envelope, finals.Select(c => new ReportedRecipient(
+            c.Index, envelope.Recipients[c.Index], c.Status, c.LastError, c.Attempts, null, null)).ToList(), OpenContent(id));
+        try
+        {
+            await _reports.RecipientsFinalAsync(report, ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _log.ReportFailed(id, e.Message);
+            return;   // stays unreported; retried by a ReportRetry timer
+        }
+        await _spool.UpdateRecipientsAsync(id, finals.Select(c => c with { FinalReported = true }).ToList(), ct);
+    }
+
+    // ---------------------------------------------------------------- expiry, notify, reports
+
+    /// <summary>Expires recipients past their TTL and sends due delay notifications for the others.</summary>
+    private void RunCheck(Job job, long now)
+    {
+        var nowTime = new DateTimeOffset(now, TimeSpan.Zero);
+        var expire = new List<int>();
+        var notify = new List<(int Index, int Bits)>();
+        for (var i = 0; i < job.Versions.Length; i++)
+        {
+            if (job.Busy[i]) continue;
+            var s = job.Message.GetRecipient(i);
+            if (s.Status != RecipientStatus.Pending) continue;
+            var schedule = Schedule(s.Schedule, s.Queue);
+            if (RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt) is { } deadline && deadline <= nowTime) expire.Add(i);
+            else if (RecipientPolicy.DueNotifications(schedule, job.Message.ArrivedAt, s.NotifySent, nowTime) is var bits and not 0)
+                notify.Add((i, bits));
+        }
+        if (expire.Count > 0 || notify.Count > 0)
+        {
+            foreach (var i in expire) MarkBusy(job, i);
+            foreach (var (i, _) in notify) MarkBusy(job, i);
+            StartMaintenance(job, expire, notify);
+        }
+        ArmCheck(job, now);
+    }
+
+    private void StartMaintenance(Job job, List<int> expire, List<(int Index, int Bits)> notify)
+    {
+        var id = job.Message.Id;
+        var states = job.Message.Snapshot().Recipients;
+        var touched = expire.Concat(notify.Select(n => n.Index)).ToList();
+        // Settings are looked up here, on the loop (the fallback table is loop-owned).
+        var schedules = touched.ToDictionary(i => i, i => Schedule(states[i].Schedule, states[i].Queue));
+        StartWork(async ct =>
+        {
+            var failed = false;
+            try
+            {
+                var envelope = await _spool.ReadEnvelopeAsync(id, ct);
+                if (notify.Count > 0)
+                {
+                    var delayed = notify.Select(n =>
+                    {
+                        var s = states[n.Index];
+                        var schedule = schedules[n.Index];
+                        return new ReportedRecipient(n.Index, envelope.Recipients[n.Index], s.Status, s.LastError, s.Attempts,
+                                                     s.NextAttemptAt, RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt));
+                    }).ToList();
+                    // Report first, then record: a crash in between repeats a delay DSN rather than losing it.
+                    await _reports.DelayedAsync(new DeliveryReport(id, envelope, delayed, OpenContent(id)), ct);
+                    await _spool.UpdateRecipientsAsync(id, notify.Select(n =>
+                    {
+                        var s = states[n.Index];
+                        return new RecipientChange(n.Index, s.Status, s.Attempts, s.NextAttemptAt, s.LastError, s.NotifySent | n.Bits, s.FinalReported);
+                    }).ToList(), ct);
+                }
+                if (expire.Count > 0)
+                {
+                    var changes = expire.Select(i =>
+                    {
+                        return RecipientPolicy.Expire(i, states[i], schedules[i]);
+                    }).ToList();
+                    await SettleAsync(job, envelope, changes, ct);
+                }
+            }
+            catch (SpoolCorruptException)
+            {
+                return () => Quarantined(job, null);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _log.SettleFailed(id, e.Message);
+                failed = true;
+            }
+            return () => Release(job, touched, failed);
+        });
+    }
+
+    private void StartReport(Job job, List<int> indices)
+    {
+        foreach (var i in indices) MarkBusy(job, i);
+        var id = job.Message.Id;
+        StartWork(async ct =>
+        {
+            var failed = false;
+            try
+            {
+                var envelope = await _spool.ReadEnvelopeAsync(id, ct);
+                var finals = indices.Select(i =>
+                {
+                    var s = job.Message.GetRecipient(i);
+                    return new RecipientChange(i, s.Status, s.Attempts, s.NextAttemptAt, s.LastError, s.NotifySent, false);
+                }).ToList();
+                await ReportFinalAsync(job, envelope, finals, ct);
+            }
+            catch (SpoolCorruptException)
+            {
+                return () => Quarantined(job, null);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _log.SettleFailed(id, e.Message);
+                failed = true;
+            }
+            return () => Release(job, indices, failed);
+        });
+    }
+
+    /// <summary>Back on the loop after work on some recipients: requeue, arm timers, or complete the message.</summary>
+    private void Release(Job job, List<int> indices, bool failed)
+    {
+        if (job.Gone) return;
+        var now = _clock.GetUtcNow().UtcTicks;
+        foreach (var i in indices)
+        {
+            job.Busy[i] = false;
+            job.BusyCount--;
+            job.Versions[i]++;
+            var s = job.Message.GetRecipient(i);
+            if (s.Status == RecipientStatus.Pending)
+            {
+                var due = s.NextAttemptAt?.UtcTicks ?? now;
+                if (failed) due = Math.Max(due, now + SettleRetry.Ticks);   // never spin on a broken spool
+                if (due <= now) EnqueueReady(job, i, due);
+                else _timers.Enqueue(new TimerItem(job, i, job.Versions[i], TimerKind.Due), due);
+            }
+            else if (!s.FinalReported && !job.ReportRetryArmed)
+            {
+                job.ReportRetryArmed = true;
+                _timers.Enqueue(new TimerItem(job, i, 0, TimerKind.ReportRetry), now + SettleRetry.Ticks);
+            }
+        }
+        ArmCheck(job, now);
+        MaybeComplete(job);
+    }
+
+    private void MaybeComplete(Job job)
+    {
+        if (job.Completing || job.BusyCount > 0) return;
+        for (var i = 0; i < job.Versions.Length; i++)
+        {
+            if (job.Message.GetRecipient(i) is not { IsFinal: true, FinalReported: true }) return;
+        }
+        job.Completing = true;
+        var id = job.Message.Id;
+        StartWork(async ct =>
+        {
+            try
+            {
+                await _spool.CompleteAsync(id, ct);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _log.SettleFailed(id, e.Message);
+                return () => job.Completing = false;   // tried again when anything next happens to it
+            }
+            return () =>
+            {
+                job.Gone = true;
+                _jobs.Remove(id);
+            };
+        });
+    }
+
+    private void Quarantined(Job job, VirtualQueue? queue)
+    {
+        queue?.SlotFreed();
+        _log.MessageQuarantined(job.Message.Id);
+        job.Gone = true;
+        _jobs.Remove(job.Message.Id);
+    }
+
+    /// <summary>Arms the per-message timer for its next TTL expiry or notify time.</summary>
+    private void ArmCheck(Job job, long now)
+    {
+        long next = long.MaxValue;
+        for (var i = 0; i < job.Versions.Length; i++)
+        {
+            if (job.Busy[i]) continue;
+            var s = job.Message.GetRecipient(i);
+            if (s.Status != RecipientStatus.Pending) continue;
+            var schedule = Schedule(s.Schedule, s.Queue);
+            if (RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt) is { } deadline) next = Math.Min(next, deadline.UtcTicks);
+            if (RecipientPolicy.NextNotification(schedule, job.Message.ArrivedAt, s.NotifySent) is { } notify) next = Math.Min(next, notify.UtcTicks);
+        }
+        if (next == long.MaxValue || next == job.CheckTicks) return;
+        job.CheckTicks = next;
+        _timers.Enqueue(new TimerItem(job, -1, ++job.CheckVersion, TimerKind.Check), Math.Max(next, now));
+    }
+
+    private static void MarkBusy(Job job, int i)
+    {
+        job.Busy[i] = true;
+        job.BusyCount++;
+        job.Versions[i]++;
+    }
+
+    /// <summary>Runs work off the loop. It must return the loop-side continuation; exactly one is posted.</summary>
+    private void StartWork(Func<CancellationToken, Task<Action>> work, Action? onCancel = null)
+    {
+        _outstanding++;
+        var ct = _stopping.Token;
+        _ = Task.Run(async () =>
+        {
+            Action apply;
+            try { apply = await work(ct); }
+            catch (Exception) { apply = onCancel ?? (() => { }); }   // only cancellation at shutdown gets here
+            Post(() =>
+            {
+                _outstanding--;
+                apply();
+            });
+            Wake();
+        });
+    }
+
+    // ---------------------------------------------------------------- configuration lookups
+
+    private ScheduleSettings Schedule(string name, string recordedQueue)
+    {
+        if (_schedules.TryGetValue(name, out var s)) return s;
+        if (_fallbacks.TryGetValue(name, out s)) return s;
+        _log.UnknownSchedule(name);
+        // A schedule removed from the config: keep trying, with the defaults Stalwart documents.
+        s = new ScheduleSettings(name, recordedQueue, [TimeSpan.FromMinutes(5)], [], new Expiry.Ttl(TimeSpan.FromDays(5)), null);
+        _fallbacks[name] = s;
+        return s;
+    }
+
+    private VirtualQueue QueueOf(string name)
+    {
+        if (_queues.TryGetValue(name, out var q)) return q;
+        const int threads = 10;
+        _log.UnknownQueue(name, threads);
+        q = new VirtualQueue(new VirtualQueueSettings(name, threads, TimeSpan.FromMinutes(1), null));
+        _queues[name] = q;
+        return q;
+    }
+
+    public async Task StopAsync()
+    {
+        if (_stopping.IsCancellationRequested) return;
+        _stopping.Cancel();
+        _spool.Committed -= Wake;
+        _timer.Dispose();
+        if (_loop is not null)
+        {
+            try { await _loop; } catch (OperationCanceledException) { }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _stopping.Dispose();
+    }
+
+    private enum TimerKind : byte { Due, Check, ReportRetry }
+
+    private readonly record struct TimerItem(Job Job, int Index, int Version, TimerKind Kind);
+}
+
+/// <summary>One virtual queue as the admin API shows it.</summary>
+public sealed record VirtualQueueStats(string Name, long Depth, int InFlight, int ThreadsPerNode, long? MaxSize);

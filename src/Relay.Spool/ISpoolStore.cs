@@ -1,0 +1,57 @@
+// ISpoolStore: everything the scheduler, delivery, DSN and admin stages need from the spool, and nothing more,
+// so that a shared networked backend (one store for a cluster) can implement it later.
+namespace Relay.Spool;
+
+/// <summary>
+/// The durable queue: message bytes, envelopes and per-recipient state. All writes are durable when the
+/// returned task completes. Implementations are thread-safe.
+/// </summary>
+public interface ISpoolStore : IMessageSpool, IAsyncDisposable
+{
+    /// <summary>
+    /// Raised (on the committing thread) after a commit is durable. It carries nothing: it is a coalescing
+    /// "look again" signal; the listener calls <see cref="TakeCommitted"/> to see what is new.
+    /// </summary>
+    event Action? Committed;
+
+    /// <summary>
+    /// Hands over up to <paramref name="max"/> messages not yet handed over, oldest first: at start-up every
+    /// message recovered from disk, afterwards each newly committed one. Exactly one consumer (the scheduler).
+    /// </summary>
+    IReadOnlyList<SpooledMessage> TakeCommitted(int max);
+
+    /// <summary>The live entry of one message, or null when it is not (or no longer) in the spool.</summary>
+    SpooledMessage? Find(string id);
+
+    /// <summary>
+    /// Pages through all messages in id order (ids start with their arrival time), starting after
+    /// <paramref name="afterId"/> (null = from the start). For the admin API.
+    /// </summary>
+    IReadOnlyList<QueuedMessage> List(string? afterId, int limit);
+
+    /// <summary>Recipients not yet final in virtual queue <paramref name="queue"/> (for max-size back-pressure).</summary>
+    long CountPending(string queue);
+
+    /// <summary>The envelope as committed.</summary>
+    /// <exception cref="SpoolCorruptException">The stored entry is unreadable; it has been quarantined.</exception>
+    ValueTask<MessageEnvelope> ReadEnvelopeAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>The message bytes exactly as received (read-only, caller disposes).</summary>
+    /// <exception cref="SpoolCorruptException">The stored entry is unreadable; it has been quarantined.</exception>
+    ValueTask<Stream> OpenContentAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>Durably applies recipient changes. Unknown ids are ignored.</summary>
+    ValueTask UpdateRecipientsAsync(string id, IReadOnlyList<RecipientChange> changes, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Every recipient is final and reported: removes the message, or keeps it as a dead letter for the
+    /// retention period when any recipient failed or expired.
+    /// </summary>
+    ValueTask CompleteAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>Moves an unreadable message out of the queue (kept under the quarantine folder) and logs why.</summary>
+    ValueTask QuarantineAsync(string id, string reason, CancellationToken cancellationToken);
+
+    /// <summary>Deletes dead letters whose retention ended before <paramref name="now"/>; returns how many.</summary>
+    ValueTask<int> PurgeDeadLettersAsync(DateTimeOffset now, CancellationToken cancellationToken);
+}

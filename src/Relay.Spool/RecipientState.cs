@@ -1,0 +1,143 @@
+// RecipientState: the durable per-recipient delivery state the spool keeps and the scheduler changes.
+namespace Relay.Spool;
+
+/// <summary>Where one recipient stands. Everything but <see cref="Pending"/> is final.</summary>
+public enum RecipientStatus : byte { Pending = 0, Delivered = 1, Failed = 2, Expired = 3 }
+
+/// <summary>The last error an attempt reported, shaped like a DSN's status and diagnostic.</summary>
+/// <param name="Code">SMTP reply code (e.g. 450), 0 when there was no reply (connection, DNS).</param>
+/// <param name="EnhancedStatus">RFC 3463 status, e.g. <c>4.4.1</c>.</param>
+/// <param name="Text">Reply text or error description.</param>
+/// <param name="RemoteHost">The host that answered, when known.</param>
+public sealed record DeliveryError(int Code, string EnhancedStatus, string Text, string? RemoteHost);
+
+/// <summary>
+/// One recipient's state as stored. <see cref="Domain"/>, <see cref="Schedule"/> and <see cref="Queue"/> are
+/// fixed at commit; the rest changes with each attempt.
+/// </summary>
+/// <param name="NotifySent">Bit i set = the delay notification for the schedule's <c>notify[i]</c> was sent.</param>
+/// <param name="FinalReported">A final recipient whose outcome was handed to the DSN stage.</param>
+public readonly record struct RecipientState(
+    string Domain,
+    string Schedule,
+    string Queue,
+    RecipientStatus Status,
+    int Attempts,
+    DateTimeOffset? NextAttemptAt,
+    DeliveryError? LastError,
+    int NotifySent,
+    bool FinalReported)
+{
+    public bool IsFinal => Status != RecipientStatus.Pending;
+}
+
+/// <summary>A change to one recipient (by its index in the envelope), written durably by <see cref="ISpoolStore.UpdateRecipientsAsync"/>.</summary>
+public readonly record struct RecipientChange(
+    int Index,
+    RecipientStatus Status,
+    int Attempts,
+    DateTimeOffset? NextAttemptAt,
+    DeliveryError? LastError,
+    int NotifySent,
+    bool FinalReported);
+
+/// <summary>
+/// A read-only snapshot of one spooled message's scheduling state (the envelope itself stays on disk;
+/// load it with <see cref="ISpoolStore.ReadEnvelopeAsync"/>).
+/// </summary>
+/// <param name="Sequence">Commit order within this process; FIFO tie-breaker.</param>
+/// <param name="FinalizedAt">Set when every recipient is final and the message is kept as a dead letter.</param>
+public sealed record QueuedMessage(
+    string Id,
+    DateTimeOffset ArrivedAt,
+    int Priority,
+    long Sequence,
+    IReadOnlyList<RecipientState> Recipients,
+    DateTimeOffset? FinalizedAt);
+
+/// <summary>A stored entry could not be read (truncated, bad checksum, missing file). The spool quarantines it.</summary>
+public sealed class SpoolCorruptException(string message, Exception? inner = null) : IOException(message, inner);
+
+/// <summary>
+/// A message in the spool as the scheduler sees it: fixed facts plus live, thread-safe reads of each
+/// recipient's durable state. Only the spool changes it (through <see cref="ISpoolStore.UpdateRecipientsAsync"/>).
+/// </summary>
+public sealed class SpooledMessage
+{
+    internal readonly object Gate;
+    internal Slot[] Slots;
+    internal long FinalizedTicks;   // 0 = not a dead letter
+    internal bool Removed;
+
+    internal SpooledMessage(object gate, string id, long arrivedTicks, int priority, long sequence, Slot[] slots)
+    {
+        Gate = gate;
+        Id = id;
+        ArrivedTicks = arrivedTicks;
+        Priority = priority;
+        Sequence = sequence;
+        Slots = slots;
+    }
+
+    public string Id { get; }
+    internal long ArrivedTicks { get; }
+    public DateTimeOffset ArrivedAt => new(ArrivedTicks, TimeSpan.Zero);
+    /// <summary>RFC 6710 priority −9..9.</summary>
+    public int Priority { get; }
+    /// <summary>Order in which this process committed or recovered it (FIFO tie-breaker).</summary>
+    public long Sequence { get; }
+    public int RecipientCount => Slots.Length;
+
+    public DateTimeOffset? FinalizedAt
+    {
+        get { lock (Gate) return FinalizedTicks == 0 ? null : new DateTimeOffset(FinalizedTicks, TimeSpan.Zero); }
+    }
+
+    /// <summary>True once removed or quarantined.</summary>
+    public bool IsRemoved { get { lock (Gate) return Removed; } }
+
+    public RecipientState GetRecipient(int index)
+    {
+        lock (Gate) return Slots[index].ToState();
+    }
+
+    public QueuedMessage Snapshot()
+    {
+        lock (Gate)
+        {
+            var states = new RecipientState[Slots.Length];
+            for (var i = 0; i < states.Length; i++) states[i] = Slots[i].ToState();
+            return new QueuedMessage(Id, ArrivedAt, Priority, Sequence, states, FinalizedTicks == 0 ? null : new DateTimeOffset(FinalizedTicks, TimeSpan.Zero));
+        }
+    }
+}
+
+/// <summary>Compact in-memory form of <see cref="RecipientState"/> (bounded memory at a million recipients).</summary>
+internal struct Slot
+{
+    public string Domain;
+    public Route Route;
+    public DeliveryError? Error;
+    public long NextTicks;       // 0 = none
+    public int Attempts;
+    public int NotifySent;
+    public RecipientStatus Status;
+    public bool Reported;
+
+    public readonly RecipientState ToState() => new(
+        Domain, Route.Schedule, Route.Queue, Status, Attempts,
+        NextTicks == 0 ? null : new DateTimeOffset(NextTicks, TimeSpan.Zero), Error, NotifySent, Reported);
+
+    public void Apply(in RecipientChange change)
+    {
+        Status = change.Status;
+        Attempts = change.Attempts;
+        NextTicks = change.NextAttemptAt?.UtcTicks ?? 0;
+        Error = change.LastError;
+        NotifySent = change.NotifySent;
+        Reported = change.FinalReported;
+    }
+}
+
+/// <summary>An interned (schedule, queue) pair: thousands of recipients share one.</summary>
+internal sealed record Route(string Schedule, string Queue);

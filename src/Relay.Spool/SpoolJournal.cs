@@ -1,0 +1,373 @@
+// SpoolJournal: the append-only state journal with group commit. Callers append records (under the spool's
+// lock, so journal order = index order); one writer thread writes everything appended meanwhile with ONE
+// fsync and then completes all their tasks. When the journal grows, it is compacted into a snapshot segment.
+using System.Buffers;
+using System.Buffers.Binary;
+using Microsoft.Extensions.Logging;
+
+namespace Relay.Spool;
+
+internal sealed class SpoolJournal : IDisposable
+{
+    private const uint SegmentMagic = 0x4A594C52;   // "RLYJ"
+    private const int HeaderLength = 16;
+    private const int FrameHeader = 8;               // i32 payload length, u32 CRC-32 of payload
+    private const int MaxRecord = 64 * 1024 * 1024;
+    private const byte KindLog = 0, KindSnapshot = 1;
+
+    private readonly string _dir;
+    private readonly string _quarantine;
+    private readonly object _gate;                   // the spool's index lock (taken for snapshots)
+    private readonly ILogger _log;
+    private readonly FileSpoolOptions _options;
+    private readonly object _batchLock = new();
+    private readonly AutoResetEvent _signal = new(false);
+    private Batch _current = new();
+    private FileStream? _active;
+    private long _activeNo;
+    private long _bytesSinceSnapshot;
+    private long _lastSnapshotBytes;
+    private bool _compactRequested;
+    private volatile bool _stopping;
+    private Thread? _writer;
+    private Action<Action<byte[]>>? _snapshotSource;
+
+    public SpoolJournal(string dir, string quarantine, object gate, FileSpoolOptions options, ILogger log)
+    {
+        _dir = dir;
+        _quarantine = quarantine;
+        _gate = gate;
+        _options = options;
+        _log = log;
+    }
+
+    /// <summary>True when replay met a damaged record (so lost commits may exist).</summary>
+    public bool HadCorruption { get; private set; }
+
+    /// <summary>True when there was no journal at all.</summary>
+    public bool WasEmpty { get; private set; }
+
+    /// <summary>Number of fsyncs of the journal so far (group-commit efficiency is records / syncs).</summary>
+    public long SyncCount;
+
+    private sealed class Batch
+    {
+        public readonly ArrayBufferWriter<byte> Buffer = new(64 * 1024);
+        public readonly HashSet<string> Dirs = [];
+        public readonly List<FileStream> Files = [];
+        public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Count;
+    }
+
+    private string SegmentPath(long no) => Path.Combine(_dir, $"{no:D12}.log");
+
+    // ---------------------------------------------------------------- recovery
+
+    /// <summary>Replays the newest snapshot and every later segment, yielding record payloads in order.</summary>
+    public IEnumerable<byte[]> Replay()
+    {
+        foreach (var tmp in Directory.EnumerateFiles(_dir, "*.tmp")) File.Delete(tmp);   // unfinished snapshots
+        var segments = Directory.EnumerateFiles(_dir, "*.log")
+            .Select(p => (Path: p, No: long.TryParse(Path.GetFileNameWithoutExtension(p), out var n) ? n : -1))
+            .Where(s => s.No >= 0).OrderBy(s => s.No).ToList();
+        WasEmpty = segments.Count == 0;
+        var start = 0;
+        for (var i = segments.Count - 1; i >= 0; i--)
+        {
+            if (ReadKind(segments[i].Path) == KindSnapshot) { start = i; break; }
+        }
+        for (var i = 0; i < start; i++) TryDelete(segments[i].Path);   // superseded by the snapshot
+        _activeNo = segments.Count == 0 ? 0 : segments[^1].No;
+        long bytes = 0;
+        for (var i = start; i < segments.Count; i++)
+        {
+            bytes += new FileInfo(segments[i].Path).Length;
+            foreach (var payload in ReadSegment(segments[i].Path, isLast: i == segments.Count - 1)) yield return payload;
+        }
+        _bytesSinceSnapshot = bytes;
+        // Many segments (one per restart) or a big log: compact soon, off the start-up path.
+        _compactRequested = segments.Count - start > 4 || bytes > _options.CompactionBytes;
+    }
+
+    private static byte ReadKind(string path)
+    {
+        try
+        {
+            using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+            Span<byte> h = stackalloc byte[HeaderLength];
+            if (fs.Read(h) < HeaderLength || BinaryPrimitives.ReadUInt32LittleEndian(h) != SegmentMagic) return 255;
+            return h[8];
+        }
+        catch (IOException) { return 255; }
+    }
+
+    private IEnumerable<byte[]> ReadSegment(string path, bool isLast)
+    {
+        FileStream fs;
+        try { fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20); }
+        catch (IOException e) { _log.SegmentUnreadable(path, e.Message); HadCorruption = true; yield break; }
+        using (fs)
+        {
+            var length = fs.Length;
+            var header = new byte[HeaderLength];
+            if (fs.Read(header) < HeaderLength || BinaryPrimitives.ReadUInt32LittleEndian(header) != SegmentMagic)
+            {
+                if (length > 0) { QuarantineCopy(path); _log.SegmentUnreadable(path, "bad header"); HadCorruption = true; }
+                yield break;
+            }
+            var frame = new byte[FrameHeader];
+            var sawEnd = header[8] != KindSnapshot;
+            while (true)
+            {
+                var pos = fs.Position;
+                if (pos == length) break;
+                var ok = ReadExactly(fs, frame);
+                var len = ok ? BinaryPrimitives.ReadInt32LittleEndian(frame) : -1;
+                var crc = ok ? BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(4)) : 0;
+                byte[]? payload = null;
+                if (len > 0 && len <= MaxRecord && pos + FrameHeader + len <= length)
+                {
+                    payload = new byte[len];
+                    if (!ReadExactly(fs, payload) || Crc32.Compute(payload) != crc || !KnownType(payload[0])) payload = null;
+                }
+                if (payload is null)
+                {
+                    var next = Resync(fs, pos + 1, length);
+                    if (next < 0)
+                    {
+                        // Nothing valid follows: a torn tail from a crash mid-write (normal for the last segment).
+                        if (isLast) _log.TornTail(path, pos, length - pos);
+                        else { _log.CorruptRecord(path, pos, length - pos); HadCorruption = true; QuarantineCopy(path); }
+                        break;
+                    }
+                    _log.CorruptRecord(path, pos, next - pos);
+                    HadCorruption = true;
+                    QuarantineCopy(path);
+                    fs.Position = next;
+                    continue;
+                }
+                if (payload[0] == (byte)RecordType.SnapshotEnd) { sawEnd = true; continue; }
+                yield return payload;
+            }
+            if (!sawEnd) { _log.SegmentUnreadable(path, "snapshot without end record"); HadCorruption = true; }
+        }
+    }
+
+    private static bool KnownType(byte t) => t is >= 1 and <= 5 or 7;
+
+    private static bool ReadExactly(Stream s, byte[] buffer)
+    {
+        try { s.ReadExactly(buffer); return true; }
+        catch (EndOfStreamException) { return false; }
+    }
+
+    /// <summary>Finds the next offset at which a whole, checksummed record starts, or −1.</summary>
+    private static long Resync(FileStream fs, long from, long length)
+    {
+        if (from >= length) return -1;
+        var rest = new byte[length - from];
+        fs.Position = from;
+        fs.ReadExactly(rest);
+        for (var i = 0; i + FrameHeader < rest.Length; i++)
+        {
+            var len = BinaryPrimitives.ReadInt32LittleEndian(rest.AsSpan(i));
+            if (len <= 0 || len > MaxRecord || i + FrameHeader + len > rest.Length) continue;
+            var payload = rest.AsSpan(i + FrameHeader, len);
+            if (!KnownType(payload[0])) continue;
+            if (Crc32.Compute(payload) == BinaryPrimitives.ReadUInt32LittleEndian(rest.AsSpan(i + 4))) return from + i;
+        }
+        return -1;
+    }
+
+    private void QuarantineCopy(string path)
+    {
+        try
+        {
+            var target = Path.Combine(_quarantine, "journal-" + Path.GetFileName(path));
+            if (!File.Exists(target)) File.Copy(path, target);
+        }
+        catch (IOException e) { _log.QuarantineFailed(path, e.Message); }
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    /// <summary>Opens a fresh segment and starts the writer. Never appends behind an old (maybe torn) tail.</summary>
+    public void Start(Action<Action<byte[]>> snapshotSource)
+    {
+        _snapshotSource = snapshotSource;
+        _activeNo++;
+        _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+        SpoolFiles.SyncDirectory(_dir);
+        _writer = new Thread(WriterLoop) { IsBackground = true, Name = "spool-journal" };
+        _writer.Start();
+        if (_compactRequested) _signal.Set();
+    }
+
+    private static FileStream OpenSegment(string path, byte kind)
+    {
+        var fs = SpoolFiles.CreateNew(path, 1 << 16);
+        var header = new byte[HeaderLength];
+        BinaryPrimitives.WriteUInt32LittleEndian(header, SegmentMagic);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 1);
+        header[8] = kind;
+        fs.Write(header);
+        return fs;
+    }
+
+    /// <summary>
+    /// Queues one record; the task completes when it (and the directory <paramref name="syncDir"/>, if any)
+    /// is durable. Call while holding the spool's lock so that journal order matches the index.
+    /// </summary>
+    public Task Append(byte[] payload, string? syncDir, FileStream? syncFile = null)
+    {
+        if (_stopping) return Task.FromException(new SpoolWriteException("spool is shutting down"));
+        lock (_batchLock)
+        {
+            var b = _current;
+            WriteFrame(b.Buffer, payload);
+            if (syncDir is not null) b.Dirs.Add(syncDir);
+            if (syncFile is not null) b.Files.Add(syncFile);
+            b.Count++;
+            _signal.Set();
+            return b.Done.Task;
+        }
+    }
+
+    private static void WriteFrame(IBufferWriter<byte> buffer, byte[] payload)
+    {
+        var span = buffer.GetSpan(FrameHeader + payload.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(span, payload.Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.Compute(payload));
+        payload.CopyTo(span[FrameHeader..]);
+        buffer.Advance(FrameHeader + payload.Length);
+    }
+
+    private void WriterLoop()
+    {
+        while (true)
+        {
+            _signal.WaitOne();
+            Batch batch;
+            lock (_batchLock)
+            {
+                batch = _current;
+                if (batch.Count > 0) _current = new Batch();
+            }
+            if (batch.Count > 0) WriteBatch(batch);
+            if (_stopping) break;
+            if (_compactRequested || _bytesSinceSnapshot > Math.Max(_options.CompactionBytes, 2 * _lastSnapshotBytes))
+            {
+                _compactRequested = false;
+                try { Compact(); }
+                catch (Exception e) { _log.CompactionFailed(e.Message); }
+            }
+        }
+        lock (_batchLock)
+        {
+            if (_current.Count > 0) WriteBatch(_current);
+        }
+        _active?.Dispose();
+    }
+
+    private void WriteBatch(Batch batch)
+    {
+        try
+        {
+            if (_options.Fault?.Invoke("journal") is { } fault) throw fault;
+            // Group commit: the message files of every commit in the batch (in parallel, so the file system
+            // can merge them into few journal commits of its own), their directories, then one journal fsync.
+            if (batch.Files.Count == 1) batch.Files[0].Flush(flushToDisk: true);
+            else if (batch.Files.Count > 1)
+                Parallel.ForEach(batch.Files, new ParallelOptions { MaxDegreeOfParallelism = 16 }, f => f.Flush(flushToDisk: true));
+            foreach (var dir in batch.Dirs) SpoolFiles.SyncDirectory(dir);
+            _active!.Write(batch.Buffer.WrittenSpan);
+            _active.Flush(flushToDisk: true);
+            Interlocked.Increment(ref SyncCount);
+            _bytesSinceSnapshot += batch.Buffer.WrittenCount;
+            batch.Done.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            _log.JournalWriteFailed(e.Message);
+            batch.Done.TrySetException(new SpoolWriteException("spool journal write failed: " + e.Message, e));
+            // The segment may now end in a torn record; continue in a fresh one (replay skips the tear).
+            try
+            {
+                _active?.Dispose();
+                _activeNo++;
+                _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+            }
+            catch (Exception e2) { _log.JournalWriteFailed("cannot open a new segment: " + e2.Message); }
+        }
+    }
+
+    /// <summary>
+    /// Writes the live state as snapshot segment N+1 while new appends go to N+2, then deletes segments ≤ N.
+    /// A crash at any point leaves either the old segments or the complete snapshot (it is renamed into place
+    /// only after fsync), so replay is always consistent.
+    /// </summary>
+    private void Compact()
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        Batch pending;
+        long snapNo;
+        FileStream snap;
+        long count = 0;
+        lock (_gate)
+        {
+            lock (_batchLock)
+            {
+                pending = _current;
+                _current = new Batch();
+            }
+            snapNo = _activeNo + 1;
+            snap = OpenSegment(SegmentPath(snapNo) + ".tmp", KindSnapshot);
+            var frame = new ArrayBufferWriter<byte>(1 << 16);
+            _snapshotSource!(payload =>
+            {
+                WriteFrame(frame, payload);
+                count++;
+                if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
+            });
+            WriteFrame(frame, JournalRecords.SnapshotEnd(count));
+            snap.Write(frame.WrittenSpan);
+        }
+        if (pending.Count > 0) WriteBatch(pending);       // records appended before the snapshot point
+        snap.Flush(flushToDisk: true);
+        var size = snap.Length;
+        snap.Dispose();
+        File.Move(SegmentPath(snapNo) + ".tmp", SegmentPath(snapNo));
+        var oldActive = _active;
+        _activeNo = snapNo + 1;
+        _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+        SpoolFiles.SyncDirectory(_dir);
+        oldActive?.Dispose();
+        foreach (var p in Directory.EnumerateFiles(_dir, "*.log"))
+        {
+            if (long.TryParse(Path.GetFileNameWithoutExtension(p), out var n) && n < snapNo) TryDelete(p);
+        }
+        _lastSnapshotBytes = size;
+        _bytesSinceSnapshot = 0;
+        _log.Compacted(count, size, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+    }
+
+    /// <summary>For tests and benchmarks: compact now (runs on the writer thread).</summary>
+    public void RequestCompaction()
+    {
+        _compactRequested = true;
+        _signal.Set();
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { }
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        _signal.Set();
+        _writer?.Join();
+        _signal.Dispose();
+    }
+}
