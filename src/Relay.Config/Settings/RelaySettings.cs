@@ -80,7 +80,11 @@ public sealed record ResolverSettings(IReadOnlyList<IPEndPoint> Nameservers, Tim
 
 public sealed record DeliverySettings(int Port, TimeSpan ConnectTimeout);
 
-public sealed record AdminSettings(IPEndPoint Bind, string Token);
+/// <summary><c>[admin]</c>; a null token (none configured) leaves the admin API off.</summary>
+public sealed record AdminSettings(IPEndPoint Bind, string? Token)
+{
+    public bool Enabled => Token is not null;
+}
 
 /// <summary><c>[dsn]</c>: how delivery status notifications look.</summary>
 public sealed record DsnSettings(string FromName, string FromAddress);
