@@ -21,8 +21,12 @@ public sealed class RecipientContext
     /// <summary>Header lookup for <c>header('Name')</c>: first value of that header, or null. Null before DATA.</summary>
     public Func<string, string?>? Headers { get; init; }
 
-    public string RecipientDomain => DomainOf(Recipient);
-    public string SenderDomain => DomainOf(Sender);
+    private string? _recipientDomain, _senderDomain;
+
+    /// <summary>Lower-cased domain of <see cref="Recipient"/>, computed once.</summary>
+    public string RecipientDomain => _recipientDomain ??= DomainOf(Recipient);
+    /// <summary>Lower-cased domain of <see cref="Sender"/>; empty for the null sender.</summary>
+    public string SenderDomain => _senderDomain ??= DomainOf(Sender);
 
     /// <summary>The part after the last '@', lower-cased; empty for the null sender or a bare name.</summary>
     public static string DomainOf(string address)
