@@ -27,6 +27,10 @@ internal sealed class InboundRuntime(
     public TimeProvider Clock { get; } = clock;
     public ILogger Logger { get; } = logger;
 
+    /// <summary>Loopback clients may AUTH without TLS (DESIGN: "AUTH only over TLS unless on loopback").
+    /// Tests turn this off to exercise the remote-client rule without leaving loopback.</summary>
+    public bool LoopbackIsLocal { get; set; } = true;
+
     /// <summary>Cancelled when the server stops: sessions waiting for a command answer 421 4.3.2.</summary>
     public CancellationToken Stopping => _stopping.Token;
 

@@ -50,7 +50,7 @@ internal sealed partial class SmtpSession : IAsyncDisposable
         _output = connection.Transport.Output;
         var remote = (connection.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
         _remoteIp = remote.IsIPv4MappedToIPv6 ? remote.MapToIPv4() : remote;
-        _isLoopback = IPAddress.IsLoopback(_remoteIp);
+        _isLoopback = runtime.LoopbackIsLocal && IPAddress.IsLoopback(_remoteIp);
         _implicitTls = connection.Features.Get<ISslStreamFeature>()?.SslStream;
         _idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, runtime.Clock);
         _commandCts = CancellationTokenSource.CreateLinkedTokenSource(_idle.Token, connection.ConnectionClosed, runtime.Stopping);
