@@ -1,8 +1,9 @@
+using Microsoft.Extensions.Logging;
 using Relay.Config;
 
 namespace Relay.Commands;
 
-/// <summary><c>relay serve</c>: loads the config (refusing to start on any error) and runs the relay until stopped.</summary>
+/// <summary><c>relay serve</c>: loads the config (refusing to start on any error) and runs the relay until SIGINT/SIGTERM.</summary>
 public static class ServeCommand
 {
     public static async Task<int> RunAsync(Options options, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
@@ -15,13 +16,41 @@ public static class ServeCommand
             return 1;
         }
         var settings = loaded.Settings!;
+        using var loggerFactory = LoggerFactory.Create(builder =>
+        {
+            builder.SetMinimumLevel(options.Get("log-level") is { } level && Enum.TryParse<LogLevel>(level, true, out var parsed) ? parsed : LogLevel.Information);
+            builder.AddFilter("Microsoft", LogLevel.Warning);
+            if (options.Get("log-format") == "json") builder.AddJsonConsole();
+            else builder.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
+        });
+        var log = loggerFactory.CreateLogger("Relay");
+
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
+        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
             System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
-        await stdout.WriteLineAsync($"relay: config {options.ConfigPath} ok; hostname {settings.Server.Hostname}; spool {settings.Spool.Path}");
-        await stdout.WriteLineAsync("relay: the SMTP listener and delivery stages are not wired yet; waiting for Ctrl-C");
-        try { await Task.Delay(Timeout.Infinite, stop.Token); } catch (OperationCanceledException) { }
+
+        RelayHost host;
+        try
+        {
+            host = await RelayHost.StartAsync(settings, StageFactory.CreateDeliveryAgent(settings, loggerFactory),
+                StageFactory.CreateReports(settings, loggerFactory), loggerFactory, TimeProvider.System, stop.Token);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            log.LogCritical("relay: cannot start: {Error}", e.Message);
+            return 1;
+        }
+        await using (host)
+        {
+            log.LogInformation("relay started: config {Config}, hostname {Hostname}, spool {Spool}",
+                options.ConfigPath, settings.Server.Hostname, settings.Spool.Path);
+            try { await Task.Delay(Timeout.Infinite, stop.Token); } catch (OperationCanceledException) { }
+            log.LogInformation("relay stopping");
+            using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await host.StopAsync(grace.Token);
+        }
         return 0;
     }
 }
