@@ -59,7 +59,7 @@ public sealed class DsnBuilder(string hostname, DsnSettings settings, DsnOptions
 
         var report = new MultipartReport("delivery-status")
         {
-            new TextPart("plain") { Text = HumanReadable(request, returned), ContentTransferEncoding = ContentEncoding.QuotedPrintable },
+            HumanPart(HumanReadable(request, returned)),
             DeliveryStatus(request),
         };
         if (originalPart is not null) report.Add(originalPart);
@@ -110,6 +110,13 @@ public sealed class DsnBuilder(string hostname, DsnSettings settings, DsnOptions
     // RFC 6533: an address that is not ASCII is reported with the utf-8 address type.
     private static string AddressType(string address) => address.All(char.IsAscii) ? "rfc822" : "utf-8";
 
+    // Plain 7bit when it is ASCII (it usually is); quoted-printable only for UTF-8 addresses or host names.
+    private static TextPart HumanPart(string text) => new("plain")
+    {
+        Text = text,
+        ContentTransferEncoding = text.All(char.IsAscii) ? ContentEncoding.SevenBit : ContentEncoding.QuotedPrintable,
+    };
+
     private string HumanReadable(DsnRequest request, DsnReturned returned)
     {
         var text = new StringBuilder();
@@ -117,12 +124,12 @@ public sealed class DsnBuilder(string hostname, DsnSettings settings, DsnOptions
         switch (request.Kind)
         {
             case DsnKind.Failure:
-                text.Append("Your message could not be delivered to the recipients below. This is a permanent\n")
-                    .Append("error: the relay has given up on them.\n");
+                text.Append("Your message could not be delivered to the recipients below.\n")
+                    .Append("This is a permanent error: the relay has given up on them.\n");
                 break;
             case DsnKind.Delay:
-                text.Append("Your message has not been delivered yet to the recipients below. The relay is still\n")
-                    .Append("trying; you do not need to send it again.\n");
+                text.Append("Your message has not been delivered yet to the recipients below.\n")
+                    .Append("The relay is still trying; you do not need to send it again.\n");
                 if (request.Recipients.Select(r => r.WillRetryUntil).Where(u => u is not null).Max() is { } until)
                     text.Append("It will keep trying until ").Append(DateUtils.FormatDate(until)).Append(".\n");
                 break;
