@@ -108,7 +108,7 @@ public sealed class DsnSender : IDeliveryReports
                     new RecipientEntry
                     {
                         Address = sender,
-                        Notify = DsnNotify.Never,   // RFC 3461 §6.2: no DSN is ever asked for about a DSN
+                        Notify = DsnNotify.Never,   // a DSN never asks for DSNs (it comes from <> anyway)
                         Schedule = decision.Schedule.Name,
                         Queue = decision.Schedule.QueueName,
                     },
