@@ -260,8 +260,9 @@ public static class ConfigLoader
         {
             var name = s?.String("from-name") ?? "Mail Delivery System";
             var address = s?.String("from-address") ?? $"MAILER-DAEMON@{hostname}";
+            var limit = s?.Size("full-return-limit", 50 * 1024) ?? 50 * 1024;
             s?.ReportUnknownKeys();
-            return new DsnSettings(name, address);
+            return new DsnSettings(name, address) { FullReturnLimit = limit };
         }
 
         private QueueSettings? ReadQueue(Section? q, StrategyEnvironment environment, NamedLists lists)

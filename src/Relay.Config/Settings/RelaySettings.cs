@@ -87,7 +87,11 @@ public sealed record AdminSettings(IPEndPoint Bind, string? Token)
 }
 
 /// <summary><c>[dsn]</c>: how delivery status notifications look.</summary>
-public sealed record DsnSettings(string FromName, string FromAddress);
+public sealed record DsnSettings(string FromName, string FromAddress)
+{
+    /// <summary>Without RET, a failure DSN returns the whole original up to this size, only its headers above it.</summary>
+    public long FullReturnLimit { get; init; } = 50 * 1024;
+}
 
 /// <summary><c>[queue]</c>: the strategy, the schedules it can pick and the virtual queues they feed.</summary>
 public sealed record QueueSettings(
