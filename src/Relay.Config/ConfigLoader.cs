@@ -204,8 +204,9 @@ public static class ConfigLoader
         {
             var port = (int)(s?.Integer("port", 25, 1, 65535) ?? 25);
             var connect = s?.Duration("connect-timeout", TimeSpan.FromSeconds(30)) ?? TimeSpan.FromSeconds(30);
+            var hold = s?.Bool("hold", false) ?? false;
             s?.ReportUnknownKeys();
-            return new DeliverySettings(port, connect);
+            return new DeliverySettings(port, connect) { Hold = hold };
         }
 
         private NamedLists ReadLists(Section? s)

@@ -16,5 +16,7 @@ public static class StageFactory
 
     /// <summary>The delivery stage.</summary>
     public static Func<ISpoolStore, IDeliveryAgent> CreateDeliveryAgent(RelaySettings settings, ILoggerFactory loggerFactory, TimeProvider? clock = null) =>
-        _ => throw new InvalidOperationException("the outbound delivery stage is not built yet");
+        settings.Delivery.Hold
+            ? _ => new HoldingAgent()
+            : _ => throw new InvalidOperationException("the outbound delivery stage is not built yet");
 }

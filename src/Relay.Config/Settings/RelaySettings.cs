@@ -78,7 +78,11 @@ public sealed record SpoolSettings(string Path, TimeSpan Retention);
 
 public sealed record ResolverSettings(IReadOnlyList<IPEndPoint> Nameservers, TimeSpan Timeout);
 
-public sealed record DeliverySettings(int Port, TimeSpan ConnectTimeout);
+public sealed record DeliverySettings(int Port, TimeSpan ConnectTimeout)
+{
+    /// <summary><c>[delivery] hold</c>: accept and queue, deliver nothing (like Postfix's defer_transports); for maintenance and ingest benchmarks.</summary>
+    public bool Hold { get; init; }
+}
 
 /// <summary><c>[admin]</c>; a null token (none configured) leaves the admin API off.</summary>
 public sealed record AdminSettings(IPEndPoint Bind, string? Token)
