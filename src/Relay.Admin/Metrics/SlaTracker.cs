@@ -29,8 +29,10 @@ public sealed class SlaTracker
     /// The target per virtual queue. A schedule carries the <c>sla</c>; several schedules can feed one queue, and
     /// the queue is held to the strictest of them.
     /// </summary>
-    public static IReadOnlyDictionary<string, TimeSpan> TargetsFrom(QueueSettings settings) =>
-        settings.Schedules.Values.Where(s => s.Sla is not null)
+    public static IReadOnlyDictionary<string, TimeSpan> TargetsFrom(QueueSettings settings) => TargetsFrom(settings.Schedules.Values);
+
+    public static IReadOnlyDictionary<string, TimeSpan> TargetsFrom(IEnumerable<ScheduleSettings> schedules) =>
+        schedules.Where(s => s.Sla is not null)
             .GroupBy(s => s.QueueName, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.Min(s => s.Sla!.Value), StringComparer.Ordinal);
 
