@@ -91,7 +91,7 @@ public static class QueueCli
             w.WriteLine("Mail queue is empty");
             return w.ToString();
         }
-        const string indent = "                                                    ";
+        var indent = new string(' ', 56);   // under the Sender/Recipient column
         w.WriteLine("-Queue ID-------- --Size-- ----Arrival Time (UTC)- -Pri -Sender/Recipient-------");
         long bytes = 0;
         var recipients = 0;
@@ -99,7 +99,7 @@ public static class QueueCli
         {
             bytes += m.Size;
             var mark = m.Status == "failed" ? "!" : " ";
-            w.WriteLine($"{m.Id + mark,-17} {m.Size,8} {m.ArrivedAt:yyyy-MM-dd HH:mm:ss}      {m.Priority,4} {(m.Sender.Length == 0 ? "<>" : m.Sender)}");
+            w.WriteLine($"{m.Id + mark,-17} {m.Size,8} {m.ArrivedAt:yyyy-MM-dd HH:mm:ss}     {m.Priority,4} {(m.Sender.Length == 0 ? "<>" : m.Sender)}");
             foreach (var rcpt in m.Recipients)
             {
                 recipients++;
