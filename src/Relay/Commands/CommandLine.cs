@@ -40,8 +40,7 @@ public static class CommandLine
                 await stdout.WriteLineAsync(Usage);
                 return 0;
             case ["queue", ..]:
-                await stderr.WriteLineAsync("relay: the queue commands need the admin API, which is not built yet (issue: operations).");
-                return 1;
+                return await QueueCommand.RunAsync(options, stdout, stderr, cancellationToken);
             default:
                 await stderr.WriteLineAsync($"relay: unknown command '{string.Join(' ', options.Positional)}'\n{Usage}");
                 return 2;

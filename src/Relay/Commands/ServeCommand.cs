@@ -42,6 +42,8 @@ public static class ServeCommand
             log.LogCritical("relay: cannot start: {Error}", e.Message);
             return 1;
         }
+        using var sighup = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGHUP, ctx => { ctx.Cancel = true; _ = host.ReloadAsync(CancellationToken.None); });
         await using (host)
         {
             log.LogInformation("relay started: config {Config}, hostname {Hostname}, spool {Spool}",
