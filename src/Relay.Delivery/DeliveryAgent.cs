@@ -286,7 +286,9 @@ public sealed class DeliveryAgent : IDeliveryAgent, IAsyncDisposable
                 }
             }
             _pool.CountOpened();
-            await client.ConnectAsync(socket, hostName, endPoint.Port, policy.Options, cancellationToken);
+            // MailKit takes the name for SNI and certificate checks; an address literal is given as the bare address.
+            var name = hostName.StartsWith('[') ? endPoint.Address.ToString() : hostName;
+            await client.ConnectAsync(socket, name, endPoint.Port, policy.Options, cancellationToken);
             if (policy.ValidCertificateRequired && !client.IsSecure)
             {
                 client.Dispose();
@@ -302,15 +304,20 @@ public sealed class DeliveryAgent : IDeliveryAgent, IAsyncDisposable
             client.Dispose();
             return (null, e switch
             {
-                SmtpCommandException c => OutcomeClassifier.Temp((int)c.StatusCode >= 500 ? 421 : (int)c.StatusCode,
-                    OutcomeClassifier.SplitEnhanced(4, c.Message).Enhanced is var s && s.StartsWith('4') ? s : "4.4.0",
-                    $"host {remote} refused to talk to me: {(int)c.StatusCode} {c.Message.Trim()}", remote),
+                SmtpCommandException c => GreetingRefused((int)c.StatusCode, c.Message, remote),
                 NotSupportedException when policy.ValidCertificateRequired => OutcomeClassifier.TlsRequired(remote),
                 AuthenticationException auth => OutcomeClassifier.Temp(454, "4.7.0", $"authentication to {remote} failed: {auth.Message}", remote),
                 TimeoutException => OutcomeClassifier.Temp(421, "4.4.1", $"connect to {remote}: timed out", remote),
                 _ => OutcomeClassifier.FromException(e, remote, "greeting"),
             });
         }
+    }
+
+    /// <summary>Any failed greeting (or EHLO) skips the host, 5xx too (Postfix's smtp_skip_5xx_greeting): temporary here.</summary>
+    private static Failure GreetingRefused(int code, string response, string remote)
+    {
+        var (enhanced, text) = OutcomeClassifier.SplitEnhanced(code, response);
+        return OutcomeClassifier.Temp(code >= 500 ? 421 : code, "4" + enhanced[1..], $"host {remote} refused to talk to me: {text}", remote);
     }
 
     private void Log(Attempt attempt)
