@@ -65,6 +65,10 @@ public sealed class DeliveryAgent : IDeliveryAgent, IAsyncDisposable
         {
             throw;
         }
+        catch (UnrelayableMessageException e)
+        {
+            attempt.FailPending(OutcomeClassifier.Perm(554, "5.6.0", e.Message));
+        }
         catch (Exception e)
         {
             _log.Unexpected(request.MessageId, e);

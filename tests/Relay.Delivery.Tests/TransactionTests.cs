@@ -259,6 +259,16 @@ public sealed class TransactionTests : IAsyncLifetime
         Assert.Equal(spooled, _mx.Messages.Single().Content);
     }
 
+    [Fact]
+    public async Task Bytes_that_cannot_be_relayed_unchanged_fail_permanently_instead_of_being_altered()
+    {
+        var outcome = Assert.Single(await _world.Agent().DeliverAsync(
+            _world.Request("remote.test", "this first line is not a header\r\n\r\nbody\r\n"u8.ToArray(), "a@remote.test"), default));
+
+        Assert.Equal((OutcomeKind.Permanent, "5.6.0"), (outcome.Kind, outcome.EnhancedStatus));
+        Assert.Empty(_mx.Messages);
+    }
+
     private static byte[] Concat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
 
     private sealed class SingleKeyLocator(RSA rsa) : DkimPublicKeyLocatorBase
