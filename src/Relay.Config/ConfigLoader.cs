@@ -205,8 +205,75 @@ public static class ConfigLoader
             var port = (int)(s?.Integer("port", 25, 1, 65535) ?? 25);
             var connect = s?.Duration("connect-timeout", TimeSpan.FromSeconds(30)) ?? TimeSpan.FromSeconds(30);
             var hold = s?.Bool("hold", false) ?? false;
-            s?.ReportUnknownKeys();
-            return new DeliverySettings(port, connect) { Hold = hold };
+            var d = new DeliverySettings(port, connect) { Hold = hold };
+            if (s is null) return d;
+            var rates = new Dictionary<string, (int, TimeSpan)>(StringComparer.OrdinalIgnoreCase);
+            if (s.Table("rate") is { } r)
+            {
+                foreach (var domain in r.Keys.ToList())
+                {
+                    var text = r.String(domain);
+                    if (text is null) continue;
+                    var slash = text.IndexOf('/');
+                    if (slash > 0 && int.TryParse(text[..slash].Trim(), out var count) && count > 0)
+                    {
+                        var window = text[(slash + 1)..].Trim();
+                        if (window.Length > 0 && !char.IsAsciiDigit(window[0])) window = "1" + window;
+                        if (Section.TryParseDuration(window, out var span) && span > TimeSpan.Zero)
+                        {
+                            rates[domain] = (count, span);
+                            continue;
+                        }
+                    }
+                    r.Error(domain, $"'{text}' is not a rate like \"100/1m\" (count/duration)");
+                }
+                r.ReportUnknownKeys();
+            }
+            var smartHosts = new Dictionary<string, SmartHostSettings>(StringComparer.Ordinal);
+            if (s.Table("smart-host") is { } hosts)
+            {
+                foreach (var (name, h) in hosts.NamedTables())
+                {
+                    var host = h.String("host");
+                    if (host is null) h.Error("host", "required: the smart host's name or IP address");
+                    var hostPort = (int)h.Integer("port", 587, 1, 65535);
+                    var tls = h.String("tls") ?? "starttls";
+                    if (tls is not ("starttls" or "implicit" or "opportunistic" or "none"))
+                        h.Error("tls", $"'{tls}' is not one of starttls, implicit, opportunistic, none");
+                    var user = h.String("username");
+                    var password = h.String("password");
+                    h.ReportUnknownKeys();
+                    if (host is not null) smartHosts[name] = new SmartHostSettings(host, hostPort, tls, user, password);
+                }
+            }
+            var routes = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+            if (s.Table("route") is { } rt)
+            {
+                foreach (var domain in rt.Keys.ToList())
+                {
+                    if (rt.String(domain) is not { } target) continue;
+                    if (!smartHosts.ContainsKey(target))
+                        rt.Error(domain, $"smart host '{target}' is not defined (add [delivery.smart-host.{target}])");
+                    routes[domain] = target;
+                }
+                rt.ReportUnknownKeys();
+            }
+            d = d with
+            {
+                CommandTimeout = s.Duration("command-timeout", d.CommandTimeout),
+                MaxConnectionsPerHost = (int)s.Integer("max-connections-per-host", d.MaxConnectionsPerHost, 1, 10_000),
+                ConnectionWait = s.Duration("connection-wait", d.ConnectionWait),
+                MaxMessagesPerConnection = (int)s.Integer("max-messages-per-connection", d.MaxMessagesPerConnection, 1, 1_000_000),
+                IdleTimeout = s.Duration("idle-timeout", d.IdleTimeout),
+                RequireTls = (s.StringList("require-tls") ?? []).Select(x => x.ToLowerInvariant()).ToList(),
+                Rates = rates,
+                Routes = routes,
+                SmartHosts = smartHosts,
+                DnsCacheMaxTtl = s.Duration("dns-cache-max-ttl", d.DnsCacheMaxTtl),
+                DnsNegativeTtl = s.Duration("dns-negative-ttl", d.DnsNegativeTtl),
+            };
+            s.ReportUnknownKeys();
+            return d;
         }
 
         private NamedLists ReadLists(Section? s)

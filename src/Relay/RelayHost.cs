@@ -17,6 +17,7 @@ public sealed class RelayHost : IAsyncDisposable
 {
     private readonly ILogger _log;
     private bool _stopped;
+    private IDeliveryAgent? _deliveryAgent;
 
     private RelayHost(RelaySettings settings, FileSpool spool, QueueScheduler scheduler, InboundServer inbound,
         RelayMetrics metrics, SlaTracker sla, ILogger log)
@@ -64,7 +65,8 @@ public sealed class RelayHost : IAsyncDisposable
             var history = new DeliveryHistory(adminOptions);
             var sla = new SlaTracker(clock, adminOptions, loggerFactory.CreateLogger("Relay.Sla"));
             sla.SetTargets(SlaTracker.TargetsFrom(settings.Queue));
-            var agent = new ObservedDeliveryAgent(createAgent(spool), metrics, history, clock);
+            var deliveryAgent = createAgent(spool);
+            var agent = new ObservedDeliveryAgent(deliveryAgent, metrics, history, clock);
             var reports = new ObservedDeliveryReports(createReports(spool), metrics, sla, history, clock);
             scheduler = new QueueScheduler(spool, settings.Queue, agent, reports, clock,
                 loggerFactory.CreateLogger("Relay.Scheduler"));
@@ -73,7 +75,7 @@ public sealed class RelayHost : IAsyncDisposable
             await inbound.StartAsync(cancellationToken);
             foreach (var endpoint in inbound.EndPoints)
                 log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
-            var host = new RelayHost(settings, spool, scheduler, inbound, metrics, sla, log);
+            var host = new RelayHost(settings, spool, scheduler, inbound, metrics, sla, log) { _deliveryAgent = deliveryAgent };
             if (settings.Admin.Enabled)
             {
                 host.Admin = new AdminServer(settings.Admin, new AdminServices
@@ -126,6 +128,7 @@ public sealed class RelayHost : IAsyncDisposable
         if (Admin is not null) await Admin.StopAsync(cancellationToken);
         await Inbound.StopAsync(cancellationToken);
         await Scheduler.StopAsync();
+        if (_deliveryAgent is IAsyncDisposable disposable) await disposable.DisposeAsync();   // QUIT pooled connections
         await Spool.DisposeAsync();
         _log.LogInformation("stopped");
     }

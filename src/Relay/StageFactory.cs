@@ -1,6 +1,7 @@
 // StageFactory: builds the delivery and DSN stages from the settings, for RelayHost.
 using Microsoft.Extensions.Logging;
 using Relay.Config.Settings;
+using Relay.Delivery;
 using Relay.Dsn;
 using Relay.Scheduler;
 using Relay.Spool;
@@ -18,5 +19,28 @@ public static class StageFactory
     public static Func<ISpoolStore, IDeliveryAgent> CreateDeliveryAgent(RelaySettings settings, ILoggerFactory loggerFactory, TimeProvider? clock = null) =>
         settings.Delivery.Hold
             ? _ => new HoldingAgent()
-            : _ => throw new InvalidOperationException("the outbound delivery stage is not built yet");
+            : _ => new DeliveryAgent(settings.Server.Hostname, settings.Resolver, settings.Delivery,
+                DeliveryOptionsFrom(settings.Delivery), clock ?? TimeProvider.System, loggerFactory.CreateLogger("Relay.Delivery"));
+
+    /// <summary>Maps the <c>[delivery]</c> settings onto the delivery stage's options.</summary>
+    public static DeliveryOptions DeliveryOptionsFrom(DeliverySettings d) => new()
+    {
+        CommandTimeout = d.CommandTimeout,
+        MaxConnectionsPerHost = d.MaxConnectionsPerHost,
+        ConnectionWait = d.ConnectionWait,
+        MaxMessagesPerConnection = d.MaxMessagesPerConnection,
+        IdleTimeout = d.IdleTimeout,
+        RequireTls = new HashSet<string>(d.RequireTls, StringComparer.OrdinalIgnoreCase),
+        Rates = d.Rates.ToDictionary(kv => kv.Key, kv => new RateLimit(kv.Value.Count, kv.Value.Window), StringComparer.OrdinalIgnoreCase),
+        Routes = d.Routes,
+        SmartHosts = d.SmartHosts.ToDictionary(kv => kv.Key, kv => new SmartHost(kv.Value.Host, kv.Value.Port, kv.Value.Tls switch
+        {
+            "implicit" => SmartHostTls.Implicit,
+            "opportunistic" => SmartHostTls.Opportunistic,
+            "none" => SmartHostTls.None,
+            _ => SmartHostTls.StartTls,
+        }, kv.Value.Username, kv.Value.Password)),
+        DnsCacheMaxTtl = d.DnsCacheMaxTtl,
+        DnsNegativeTtl = d.DnsNegativeTtl,
+    };
 }

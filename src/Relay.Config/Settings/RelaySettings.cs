@@ -80,9 +80,27 @@ public sealed record ResolverSettings(IReadOnlyList<IPEndPoint> Nameservers, Tim
 
 public sealed record DeliverySettings(int Port, TimeSpan ConnectTimeout)
 {
+    public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    public int MaxConnectionsPerHost { get; init; } = 5;
+    public TimeSpan ConnectionWait { get; init; } = TimeSpan.FromSeconds(30);
+    public int MaxMessagesPerConnection { get; init; } = 100;
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Domains whose MX must offer STARTTLS with a certificate that validates.</summary>
+    public IReadOnlyList<string> RequireTls { get; init; } = [];
+    /// <summary>Recipient domain → (count, window), from <c>rate = { "example.com" = "100/1m" }</c>.</summary>
+    public IReadOnlyDictionary<string, (int Count, TimeSpan Window)> Rates { get; init; } = new Dictionary<string, (int, TimeSpan)>();
+    /// <summary>Recipient domain (or "*") → smart host name.</summary>
+    public IReadOnlyDictionary<string, string> Routes { get; init; } = new Dictionary<string, string>();
+    public IReadOnlyDictionary<string, SmartHostSettings> SmartHosts { get; init; } = new Dictionary<string, SmartHostSettings>();
+    public TimeSpan DnsCacheMaxTtl { get; init; } = TimeSpan.FromHours(1);
+    public TimeSpan DnsNegativeTtl { get; init; } = TimeSpan.FromMinutes(1);
+
     /// <summary><c>[delivery] hold</c>: accept and queue, deliver nothing (like Postfix's defer_transports); for maintenance and ingest benchmarks.</summary>
     public bool Hold { get; init; }
 }
+
+/// <summary>One <c>[delivery.smart-host.NAME]</c>; Tls is starttls, implicit, opportunistic or none.</summary>
+public sealed record SmartHostSettings(string Host, int Port, string Tls, string? Username, string? Password);
 
 /// <summary><c>[admin]</c>; a null token (none configured) leaves the admin API off.</summary>
 public sealed record AdminSettings(IPEndPoint Bind, string? Token)
