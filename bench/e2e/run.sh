@@ -13,16 +13,13 @@ S=${2:-20}
 TMP=$ROOT/bench/results/tmp/e2e
 RELAY_PORT=2725; POSTFIX_PORT=2726; SINK_PORT=2727
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need smtp-source; then
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
-fi
+. bench/lib/common.sh
+ensure_postfix_tools
 
 pids=()
 cleanup() {
     for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    [ -f "$TMP/postfix/main.cf" ] && postfix -c "$TMP/postfix" stop >/dev/null 2>&1 || true
+    stop_private_postfix "$TMP/postfix"
 }
 trap cleanup EXIT
 rm -rf "$TMP" && mkdir -p "$TMP"
@@ -57,37 +54,11 @@ TOML
 RELAY_PID=$!; pids+=("$RELAY_PID")
 
 PF=$TMP/postfix
-mkdir -p "$PF/queue" "$PF/data"
-cp /etc/postfix/master.cf "$PF/master.cf"
-sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/$POSTFIX_PORT      inet  n       -       n       -       -       smtpd/" "$PF/master.cf"
-cat > "$PF/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
-disable_dns_lookups = yes
-smtpd_peername_lookup = no
-maillog_file_prefixes = $PF
-maillog_file = $PF/maillog
-default_process_limit = 200
-smtpd_client_connection_count_limit = 0
-CF
-chown -R postfix "$PF/data"
-script -qc "postfix -c $PF start" /dev/null >/dev/null || { echo "postfix did not start" >&2; exit 1; }
+start_private_postfix "$PF" $POSTFIX_PORT "relayhost = [127.0.0.1]:$SINK_PORT"
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 not up" >&2; return 1; }
 wait_port $RELAY_PORT; wait_port $POSTFIX_PORT; wait_port $SINK_PORT
 
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-proc_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15+$16+$17}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 postfix_pids() { pgrep -f "$PF" ; pgrep -u postfix; }
 HZ=$(getconf CLK_TCK)
 

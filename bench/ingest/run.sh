@@ -11,17 +11,13 @@ TMP=$ROOT/bench/results/tmp/ingest
 RELAY_PORT=2625
 POSTFIX_PORT=2626
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need smtp-source; then
-    echo "installing postfix (for smtp-source and the peer MTA)" >&2
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
-fi
+. bench/lib/common.sh
+ensure_postfix_tools
 
 pids=()
 cleanup() {
     for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    [ -f "$TMP/postfix/main.cf" ] && postfix -c "$TMP/postfix" stop >/dev/null 2>&1 || true
+    stop_private_postfix "$TMP/postfix"
 }
 trap cleanup EXIT
 rm -rf "$TMP" && mkdir -p "$TMP"
@@ -34,35 +30,9 @@ RELAY_PID=$!; pids+=("$RELAY_PID")
 # A private Postfix: own config, queue and data directories; smtpd on 127.0.0.1:2626; the smtp
 # transport deferred so nothing leaves; no DNS anywhere.
 PF=$TMP/postfix
-mkdir -p "$PF/queue" "$PF/data"
-cp /etc/postfix/master.cf "$PF/master.cf"
-sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/$POSTFIX_PORT      inet  n       -       n       -       -       smtpd/" "$PF/master.cf"
-cat > "$PF/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:9
-defer_transports = smtp
-smtp_dns_support_level = disabled
-disable_dns_lookups = yes
-smtpd_peername_lookup = no
-maillog_file_prefixes = $PF
-maillog_file = $PF/maillog
-default_process_limit = 200
-smtpd_client_connection_count_limit = 0
-CF
-chown -R postfix "$PF/data"
-postfix -c "$PF" check >/dev/null 2>&1 || true
-script -qc "postfix -c $PF start" /dev/null || { echo "postfix did not start" >&2; exit 1; }
+start_private_postfix "$PF" $POSTFIX_PORT "relayhost = [127.0.0.1]:9
+defer_transports = smtp"
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 not up" >&2; return 1; }
 wait_port $RELAY_PORT; wait_port $POSTFIX_PORT
 
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
