@@ -187,7 +187,11 @@ public sealed class DeliveryAgent : IDeliveryAgent, IAsyncDisposable
                     foreach (var (mailbox, entry) in recipients)
                     {
                         if (tx.RcptReplies.TryGetValue(mailbox, out var r) && (int)r.StatusCode is >= 200 and < 300)
-                            attempt.Set(entry, new RecipientOutcome(entry.Address, OutcomeKind.Delivered, 250, enhanced, text, remote));
+                            attempt.Set(entry, new RecipientOutcome(entry.Address, OutcomeKind.Delivered, 250, enhanced, text, remote)
+                            {
+                                // NOTIFY/ORCPT/ENVID stopped here (MailKit sends them only to a DSN server): "relayed".
+                                RemoteLacksDsn = !client.Capabilities.HasFlag(SmtpCapabilities.Dsn),
+                            });
                         else
                             attempt.Set(entry, RcptFailure(tx, mailbox, remote).For(entry.Address));
                     }

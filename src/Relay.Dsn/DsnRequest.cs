@@ -52,8 +52,8 @@ public static class DsnPlanner
 
     /// <summary>
     /// Final recipients → at most one failure DSN (failed and expired recipients together) and one success DSN.
-    /// Nothing for a message from <c>&lt;&gt;</c>. <paramref name="now"/> stands in for Last-Attempt-Date, since a
-    /// final report follows its last attempt at once (the report does not carry the attempt's time).
+    /// Nothing for a message from <c>&lt;&gt;</c>. Last-Attempt-Date is the reported <see cref="ReportedRecipient.LastAttemptAt"/>;
+    /// without it (a report repeated after a restart) <paramref name="now"/> stands in.
     /// </summary>
     public static IReadOnlyList<DsnRequest> ForFinal(DeliveryReport report, DateTimeOffset now)
     {
@@ -79,8 +79,9 @@ public static class DsnPlanner
     }
 
     /// <summary>
-    /// Pending recipients whose notify time passed → one delay DSN, or null. Last-Attempt-Date is derived from
-    /// the next attempt minus the schedule's retry interval when <paramref name="schedules"/> knows the schedule.
+    /// Pending recipients whose notify time passed → one delay DSN, or null. Last-Attempt-Date is the reported
+    /// <see cref="ReportedRecipient.LastAttemptAt"/>; without it, derived from the next attempt minus the schedule's
+    /// retry interval when <paramref name="schedules"/> knows the schedule.
     /// </summary>
     public static DsnRequest? ForDelay(DeliveryReport report, DateTimeOffset now,
                                        IReadOnlyDictionary<string, ScheduleSettings>? schedules = null)
@@ -97,19 +98,20 @@ public static class DsnPlanner
         r.Index, r.Entry.Address, r.Entry.OriginalRecipient, "failed",
         ValidStatus(r.LastError?.EnhancedStatus, '5'),
         r.LastError?.RemoteHost, DiagnosticOf(r.LastError, r.Status), ReasonOf(r.LastError, "delivery failed"),
-        r.Attempts > 0 ? now : null, null);
+        r.LastAttemptAt ?? (r.Attempts > 0 ? now : null), null);
 
     // A delivered recipient's LastError is the temporary error of an earlier attempt, not this delivery's reply:
     // the scheduler keeps no success reply or host, so neither Remote-MTA nor Diagnostic-Code is given.
-    // The delivery outcome has no "next hop lacks DSN" flag, so the action is always "delivered" (see README).
+    // "relayed" (RFC 3464 §2.3.3) when the next hop did not offer DSN, so NOTIFY could not be passed on.
     private static DsnRecipient Delivered(ReportedRecipient r, DateTimeOffset now) => new(
-        r.Index, r.Entry.Address, r.Entry.OriginalRecipient, "delivered", "2.0.0",
-        null, null, "delivered", now, null);
+        r.Index, r.Entry.Address, r.Entry.OriginalRecipient, r.Relayed ? "relayed" : "delivered", "2.0.0",
+        null, null, r.Relayed ? "relayed to a server that does not send delivery notifications" : "delivered",
+        r.LastAttemptAt ?? now, null);
 
     private static DsnRecipient Delayed(ReportedRecipient r, IReadOnlyDictionary<string, ScheduleSettings>? schedules)
     {
-        DateTimeOffset? lastAttempt = null;
-        if (r.Attempts > 0 && r.NextAttemptAt is { } next && schedules?.TryGetValue(r.Entry.Schedule, out var schedule) == true)
+        var lastAttempt = r.LastAttemptAt;
+        if (lastAttempt is null && r.Attempts > 0 && r.NextAttemptAt is { } next && schedules?.TryGetValue(r.Entry.Schedule, out var schedule) == true)
             lastAttempt = next - schedule.RetryDelay(r.Attempts);
         return new(r.Index, r.Entry.Address, r.Entry.OriginalRecipient, "delayed",
             ValidStatus(r.LastError?.EnhancedStatus, '4'),

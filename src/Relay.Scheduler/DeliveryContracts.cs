@@ -43,6 +43,13 @@ public sealed record RecipientOutcome(
     string Text,
     string? RemoteHost = null)
 {
+    /// <summary>
+    /// Delivered to a server that did not advertise the DSN extension (RFC 3461), so NOTIFY/ORCPT/ENVID could not
+    /// be passed on: the DSN stage reports such a recipient as <c>Action: relayed</c> (RFC 3464 §2.3.3).
+    /// Only meaningful for <see cref="OutcomeKind.Delivered"/>.
+    /// </summary>
+    public bool RemoteLacksDsn { get; init; }
+
     public static RecipientOutcome Delivered(string address, string? remoteHost = null, string text = "250 2.0.0 Ok") =>
         new(address, OutcomeKind.Delivered, 250, "2.0.0", text, remoteHost);
 
@@ -82,7 +89,18 @@ public sealed record ReportedRecipient(
     DeliveryError? LastError,
     int Attempts,
     DateTimeOffset? NextAttemptAt,
-    DateTimeOffset? WillRetryUntil);
+    DateTimeOffset? WillRetryUntil)
+{
+    /// <summary>Delivered to a next hop without the DSN extension (<see cref="RecipientOutcome.RemoteLacksDsn"/>): <c>Action: relayed</c>.</summary>
+    /// <remarks>Kept in memory only: a final report repeated after a restart says false.</remarks>
+    public bool Relayed { get; init; }
+
+    /// <summary>
+    /// When the last attempt for this recipient ended (RFC 3464 Last-Attempt-Date), when the scheduler knows it;
+    /// null otherwise (no attempt, or only a report repeated after a restart), and the DSN stage approximates.
+    /// </summary>
+    public DateTimeOffset? LastAttemptAt { get; init; }
+}
 
 /// <summary>A DSN sink that drops everything (for hosts or tests without a DSN stage).</summary>
 public sealed class NoDeliveryReports : IDeliveryReports

@@ -310,6 +310,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                 var now = _clock.GetUtcNow();
                 var unmatched = outcomes.ToList();
                 var changes = new List<RecipientChange>(group.Count);
+                var attempted = new Dictionary<int, ReportedAttempt>(group.Count);
                 for (var k = 0; k < group.Count; k++)
                 {
                     var address = recipients[k].Address;
@@ -319,10 +320,11 @@ public sealed class QueueScheduler : IAsyncDisposable
                     else outcome = RecipientOutcome.Temporary(address, 451, "4.4.0", "no outcome reported for this recipient");
                     var change = RecipientPolicy.AfterAttempt(group[k], states[k], outcome, schedule, job.Message.ArrivedAt, now);
                     changes.Add(change);
+                    attempted[group[k]] = new ReportedAttempt(outcome.Kind == OutcomeKind.Delivered && outcome.RemoteLacksDsn, now);
                     _log.Outcome(id, address, change.Status.ToString().ToLowerInvariant(), change.Attempts, change.NextAttemptAt,
                                  $"{outcome.Code} {outcome.EnhancedStatus} {outcome.Text}");
                 }
-                await SettleAsync(job, envelope, changes, ct);
+                await SettleAsync(job, envelope, changes, ct, attempted);
             }
             catch (SpoolCorruptException)
             {
@@ -347,20 +349,27 @@ public sealed class QueueScheduler : IAsyncDisposable
     /// Makes new states durable, then hands final ones to the DSN stage, then records that they were reported.
     /// A crash between the steps re-reports at the next start (a DSN may repeat; one is never lost).
     /// </summary>
-    private async Task SettleAsync(Job job, MessageEnvelope envelope, List<RecipientChange> changes, CancellationToken ct)
+    /// <param name="attempted">The attempt that just ended, per recipient index (in memory only: a report
+    /// repeated later, or after a restart, lacks it and the DSN stage says <c>delivered</c> and uses the report time).</param>
+    private async Task SettleAsync(Job job, MessageEnvelope envelope, List<RecipientChange> changes, CancellationToken ct,
+                                   IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
     {
         var id = job.Message.Id;
         await _spool.UpdateRecipientsAsync(id, changes, ct);
         var finals = changes.Where(c => c.Status != RecipientStatus.Pending).ToList();
         if (finals.Count == 0) return;
-        await ReportFinalAsync(job, envelope, finals, ct);
+        await ReportFinalAsync(job, envelope, finals, ct, attempted);
     }
 
-    private async Task ReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct)
+    private async Task ReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct,
+                                        IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
     {
         var id = job.Message.Id;
-        var report = new DeliveryReport(id, envelope, finals.Select(c => new ReportedRecipient(
-            c.Index, envelope.Recipients[c.Index], c.Status, c.LastError, c.Attempts, null, null)).ToList(), OpenContent(id));
+        var report = new DeliveryReport(id, envelope, finals.Select(c =>
+        {
+            var r = new ReportedRecipient(c.Index, envelope.Recipients[c.Index], c.Status, c.LastError, c.Attempts, null, null);
+            return attempted is not null && attempted.TryGetValue(c.Index, out var a) ? r with { Relayed = a.Relayed, LastAttemptAt = a.At } : r;
+        }).ToList(), OpenContent(id));
         try
         {
             await _reports.RecipientsFinalAsync(report, ct);
@@ -420,7 +429,8 @@ public sealed class QueueScheduler : IAsyncDisposable
                         var s = states[n.Index];
                         var schedule = schedules[n.Index];
                         return new ReportedRecipient(n.Index, envelope.Recipients[n.Index], s.Status, s.LastError, s.Attempts,
-                                                     s.NextAttemptAt, RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt));
+                                                     s.NextAttemptAt, RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt))
+                               { LastAttemptAt = RecipientPolicy.LastAttemptAt(s, schedule) };
                     }).ToList();
                     // Report first, then record: a crash in between repeats a delay DSN rather than losing it.
                     await _reports.DelayedAsync(new DeliveryReport(id, envelope, delayed, OpenContent(id)), ct);
@@ -436,7 +446,10 @@ public sealed class QueueScheduler : IAsyncDisposable
                     {
                         return RecipientPolicy.Expire(i, states[i], schedules[i]);
                     }).ToList();
-                    await SettleAsync(job, envelope, changes, ct);
+                    var attempted = new Dictionary<int, ReportedAttempt>();
+                    foreach (var i in expire)
+                        if (RecipientPolicy.LastAttemptAt(states[i], schedules[i]) is { } last) attempted[i] = new ReportedAttempt(false, last);
+                    await SettleAsync(job, envelope, changes, ct, attempted);
                 }
             }
             catch (SpoolCorruptException)
@@ -634,6 +647,9 @@ public sealed class QueueScheduler : IAsyncDisposable
     private enum TimerKind : byte { Due, Check, ReportRetry }
 
     private readonly record struct TimerItem(Job Job, int Index, int Version, TimerKind Kind);
+
+    /// <summary>What a final report says about the attempt behind it (kept in memory, not in the spool).</summary>
+    private readonly record struct ReportedAttempt(bool Relayed, DateTimeOffset At);
 }
 
 /// <summary>One virtual queue as the admin API shows it.</summary>

@@ -35,6 +35,14 @@ public static class RecipientPolicy
     public static RecipientChange Expire(int index, RecipientState state, ScheduleSettings schedule) =>
         Change(index, state, RecipientStatus.Expired, state.Attempts, null, TimeExpired(schedule, state.LastError));
 
+    /// <summary>
+    /// When the last attempt of a pending recipient ended, from its durable state: the next attempt minus the retry
+    /// interval that <see cref="AfterAttempt"/> added. Null before the first attempt, or with no next attempt.
+    /// Exact while the schedule's <c>retry</c> list is the one the attempt used (a reload may change it).
+    /// </summary>
+    public static DateTimeOffset? LastAttemptAt(RecipientState state, ScheduleSettings schedule) =>
+        state.Attempts > 0 && state.NextAttemptAt is { } next && schedule.Retry.Count > 0 ? next - schedule.RetryDelay(state.Attempts) : null;
+
     public static DateTimeOffset? ExpiresAt(ScheduleSettings schedule, DateTimeOffset arrivedAt) =>
         schedule.Expiry is Expiry.Ttl ttl ? arrivedAt + ttl.After : null;
 

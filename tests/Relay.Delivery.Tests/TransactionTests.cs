@@ -134,6 +134,29 @@ public sealed class TransactionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_recipient_delivered_to_a_server_without_dsn_is_flagged_for_a_relayed_dsn()
+    {
+        var outcomes = await _world.Agent().DeliverAsync(
+            _world.Request("remote.test", World.Message(), e => e, Rcpt("a@remote.test", DsnNotify.Success), Rcpt("b@remote.test")), default);
+
+        Assert.All(outcomes, o => Assert.Equal(OutcomeKind.Delivered, o.Kind));
+        Assert.All(outcomes, o => Assert.True(o.RemoteLacksDsn));
+    }
+
+    [Fact]
+    public async Task A_recipient_delivered_to_a_server_with_dsn_is_not_flagged()
+    {
+        _mx.Dsn = true;
+        _mx.RcptReply = a => a.StartsWith("bad") ? "550 5.1.1 unknown" : "250 2.1.5 Ok";
+
+        var outcomes = await _world.Agent().DeliverAsync(
+            _world.Request("remote.test", World.Message(), e => e, Rcpt("a@remote.test", DsnNotify.Success), Rcpt("bad@remote.test")), default);
+
+        Assert.Equal([OutcomeKind.Delivered, OutcomeKind.Permanent], outcomes.Select(o => o.Kind));
+        Assert.All(outcomes, o => Assert.False(o.RemoteLacksDsn));
+    }
+
+    [Fact]
     public async Task A_message_that_needs_smtputf8_fails_with_5_6_7_when_the_server_lacks_it()
     {
         var request = _world.Request("remote.test", Encoding.UTF8.GetBytes("Received: by relay\r\nSubject: é\r\n\r\nbody\r\n"),

@@ -128,6 +128,62 @@ public sealed class SchedulerTests
     }
 
     [Fact]
+    public async Task A_final_report_carries_the_attempts_time_and_whether_the_next_hop_lacked_dsn()
+    {
+        await using var h = OneQueue(Schedule("default", "default", [M(1)]));
+        h.Agent.Answer = (req, r) => h.Agent.Calls.Count(c => c.Request.MessageId == req.MessageId) < 2
+            ? Greylisted(r)
+            : RecipientOutcome.Delivered(r.Address, "mx.x.test") with { RemoteLacksDsn = r.Address.StartsWith("old") };
+        var old = await h.CommitAsync(0, R("old@x.test"));
+        var modern = await h.CommitAsync(0, R("new@y.test"));
+        await h.StartAsync();
+        await h.AdvanceAsync(M(3), S(10));
+
+        Assert.Equal(2, h.Reports.Final.Count);
+        var relayed = h.Reports.Final.Single(r => r.MessageId == old).Recipients.Single();
+        var delivered = h.Reports.Final.Single(r => r.MessageId == modern).Recipients.Single();
+        Assert.Equal((RecipientStatus.Delivered, true, Harness.Epoch + M(1)), (relayed.Status, relayed.Relayed, relayed.LastAttemptAt));
+        Assert.Equal((RecipientStatus.Delivered, false, Harness.Epoch + M(1)), (delivered.Status, delivered.Relayed, delivered.LastAttemptAt));
+    }
+
+    [Fact]
+    public async Task Expiry_and_delay_reports_carry_the_real_last_attempt_time()
+    {
+        // Attempts at 0, 10m, 20m; notify at 15m (after the 10m attempt); TTL 30m passes while it waits for 30m.
+        await using var h = OneQueue(Schedule("default", "default", [M(10)], notify: [M(15)], expiry: new Expiry.Ttl(M(30))));
+        h.Agent.Answer = (_, r) => Greylisted(r);
+        await h.CommitAsync(0, R("a@x.test"));
+        await h.StartAsync();
+        await h.AdvanceAsync(M(35), M(1));
+
+        Assert.Equal([M(0), M(10), M(20)], AttemptOffsets(h));
+        var delayed = Assert.Single(h.Reports.Delayed).Report.Recipients.Single();
+        Assert.Equal(Harness.Epoch + M(10), delayed.LastAttemptAt);
+        var expired = Assert.Single(h.Reports.Final).Recipients.Single();
+        Assert.Equal(RecipientStatus.Expired, expired.Status);
+        Assert.Equal(Harness.Epoch + M(20), expired.LastAttemptAt);   // not the expiry time (30m)
+        Assert.False(expired.Relayed);
+    }
+
+    [Fact]
+    public async Task A_final_report_repeated_later_has_no_attempt_time_and_says_delivered()
+    {
+        // In memory only (README): a report the DSN stage refused is repeated from the spool's state alone.
+        await using var h = OneQueue(Schedule("default", "default", [M(1)]));
+        var refused = new List<DeliveryReport>();
+        h.Reports.RefuseFinal = r => { if (refused.Count > 0) return null; refused.Add(r); return new IOException("spool full"); };
+        h.Agent.Answer = (_, r) => RecipientOutcome.Delivered(r.Address) with { RemoteLacksDsn = true };
+        await h.CommitAsync(0, R("a@x.test"));
+        await h.StartAsync();
+        Assert.True(Assert.Single(refused).Recipients.Single().Relayed);
+
+        await h.AdvanceAsync(M(2), S(10));   // the scheduler reports again a minute later
+
+        var again = Assert.Single(h.Reports.Final).Recipients.Single();
+        Assert.Equal((RecipientStatus.Delivered, false, (DateTimeOffset?)null), (again.Status, again.Relayed, again.LastAttemptAt));
+    }
+
+    [Fact]
     public async Task A_notification_sent_before_a_restart_is_not_sent_again()
     {
         await using var h = OneQueue(Schedule("default", "default", [M(5)], notify: [M(10), M(30)]));

@@ -106,8 +106,12 @@ public sealed class RecordingReports : IDeliveryReports
     public ConcurrentQueue<(DateTimeOffset At, DeliveryReport Report)> Delayed { get; } = new();
     public TimeProvider? Clock { get; set; }
 
+    /// <summary>When it returns an exception, the final report is refused with it (not recorded).</summary>
+    public Func<DeliveryReport, Exception?>? RefuseFinal { get; set; }
+
     public ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken)
     {
+        if (RefuseFinal?.Invoke(report) is { } e) throw e;
         Final.Enqueue(report);
         return ValueTask.CompletedTask;
     }
