@@ -1,6 +1,8 @@
 // DeliveryOptions: the [delivery] keys that Relay.Config does not read yet (limits, pooling, TLS policy,
 // smart-host routes). Defaults are the documented ones; README.md lists the TOML keys proposed for each.
 using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Relay.Config.Strategy;
 using Relay.Scheduler;
 
 namespace Relay.Delivery;
@@ -68,6 +70,37 @@ public sealed record DeliveryOptions
         return SmartHosts.TryGetValue(name, out var host)
             ? host
             : throw new InvalidOperationException($"route names smart host '{name}', which is not defined");
+    }
+
+    /// <summary>
+    /// The <c>[delivery] route</c> rules as a <see cref="RouteSelector"/>. A request holds recipients of one domain and
+    /// one envelope, so routing is per domain + envelope: the rules see the first recipient, the sender, priority,
+    /// source, size, client address, listener and AUTH identity (no headers: the loader refuses them). A rule that
+    /// fails at run time is logged and its <c>else</c> route used.
+    /// </summary>
+    public static Func<DeliveryRequest, string?> RouteSelectorFor(DeliveryRoute route, ILogger? log = null) => request =>
+    {
+        var decision = route.Select(RouteContext(request));
+        if (decision.Error is { } error)
+            log?.LogWarning("{QueueId}: {Error}; using route '{Fallback}'", request.MessageId, error.Message, route.Fallback);
+        return decision.SmartHost;
+    };
+
+    /// <summary>The expression context of one delivery request.</summary>
+    internal static RecipientContext RouteContext(DeliveryRequest request)
+    {
+        var e = request.Envelope;
+        return new RecipientContext
+        {
+            Recipient = request.Recipients.Count > 0 ? request.Recipients[0].Address : "@" + request.Domain,
+            Sender = e.Sender,
+            Priority = e.Priority,
+            Source = e.Source,
+            Size = e.Size,
+            RemoteIp = e.RemoteIp ?? "",
+            Listener = e.Listener ?? "",
+            AuthenticatedAs = e.AuthenticatedAs ?? "",
+        };
     }
 
     private string? RouteName(string domain)

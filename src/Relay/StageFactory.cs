@@ -1,7 +1,6 @@
 // StageFactory: builds the delivery and DSN stages from the settings, for RelayHost.
 using Microsoft.Extensions.Logging;
 using Relay.Config.Settings;
-using Relay.Config.Strategy;
 using Relay.Delivery;
 using Relay.Dsn;
 using Relay.Scheduler;
@@ -34,7 +33,7 @@ public static class StageFactory
         IdleTimeout = d.IdleTimeout,
         RequireTls = new HashSet<string>(d.RequireTls, StringComparer.OrdinalIgnoreCase),
         Rates = d.Rates.ToDictionary(kv => kv.Key, kv => new RateLimit(kv.Value.Count, kv.Value.Window), StringComparer.OrdinalIgnoreCase),
-        RouteSelector = d.Route is { } route ? RouteSelector(route, routeLog) : null,
+        RouteSelector = d.Route is { } route ? DeliveryOptions.RouteSelectorFor(route, routeLog) : null,
         SmartHosts = d.SmartHosts.ToDictionary(kv => kv.Key, kv => new SmartHost(kv.Value.Host, kv.Value.Port, kv.Value.Tls switch
         {
             "implicit" => SmartHostTls.Implicit,
@@ -45,34 +44,4 @@ public static class StageFactory
         DnsCacheMaxTtl = d.DnsCacheMaxTtl,
         DnsNegativeTtl = d.DnsNegativeTtl,
     };
-
-    /// <summary>
-    /// The <c>[delivery] route</c> rules as the delivery agent's hook. A request holds recipients of one domain
-    /// and one envelope, so routing is per domain + envelope: the rules see the first recipient, the sender,
-    /// priority, source, size, client address, listener and AUTH identity (no headers at delivery time).
-    /// </summary>
-    public static Func<DeliveryRequest, string?> RouteSelector(DeliveryRoute route, ILogger? log = null) => request =>
-    {
-        var decision = route.Select(ContextOf(request));
-        if (decision.Error is { } error)
-            log?.LogWarning("{QueueId}: {Error}; using route '{Fallback}'", request.MessageId, error.Message, route.Fallback);
-        return decision.SmartHost;
-    };
-
-    /// <summary>The expression context of one delivery request.</summary>
-    public static RecipientContext ContextOf(DeliveryRequest request)
-    {
-        var e = request.Envelope;
-        return new RecipientContext
-        {
-            Recipient = request.Recipients.Count > 0 ? request.Recipients[0].Address : "@" + request.Domain,
-            Sender = e.Sender,
-            Priority = e.Priority,
-            Source = e.Source,
-            Size = e.Size,
-            RemoteIp = e.RemoteIp ?? "",
-            Listener = e.Listener ?? "",
-            AuthenticatedAs = e.AuthenticatedAs ?? "",
-        };
-    }
 }
