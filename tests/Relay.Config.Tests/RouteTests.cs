@@ -128,4 +128,22 @@ public class RouteTests
         Assert.Equal("provider", route.Select(new() { Recipient = "a@x.test" }).SmartHost);
         Assert.Null(route.Select(new() { Recipient = "b@x.test" }).SmartHost);
     }
+
+    [Fact]
+    public void The_shipped_config_route_example_loads_when_uncommented()
+    {
+        var lines = File.ReadAllLines(Path.Combine(RepoRoot, "config", "config.toml")).ToList();
+        var start = lines.FindIndex(l => l.StartsWith("# route = ["));
+        var end = lines.FindIndex(start, l => l.StartsWith("# password"));
+        Assert.True(start > 0 && end > start, "the route example is in config/config.toml");
+        for (var i = start; i <= end; i++)
+            lines[i] = lines[i] == "#" ? "" : lines[i][2..];
+        var result = ConfigLoader.Parse(string.Join("\n", lines), "config.toml", RepoRoot);
+        Assert.True(result.Ok, string.Join("\n", result.Errors));
+        var route = result.Settings!.Delivery.Route!;
+        Assert.Equal("provider", route.Select(new() { Recipient = "a@provider.test" }).SmartHost);
+        Assert.Equal("provider", route.Select(new() { Recipient = "a@x.test", Sender = "n@app.example.test" }).SmartHost);
+        Assert.Null(route.Select(new() { Recipient = "a@x.test", Sender = "n@other.test" }).SmartHost);
+        Assert.Equal("smtp.provider.test", result.Settings.Delivery.SmartHosts["provider"].Host);
+    }
 }
