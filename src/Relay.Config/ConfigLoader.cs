@@ -244,7 +244,9 @@ public static class ConfigLoader
                     var user = h.String("username");
                     var password = h.String("password");
                     h.ReportUnknownKeys();
-                    if (host is not null) smartHosts[name] = new SmartHostSettings(host, hostPort, tls, user, password);
+                    if (name == DeliveryRoute.Mx)
+                        hosts.Error(name, "'mx' is reserved: route uses it for MX delivery; name the smart host something else");
+                    else if (host is not null) smartHosts[name] = new SmartHostSettings(host, hostPort, tls, user, password);
                 }
             }
             DeliveryRoute? route = null;

@@ -73,6 +73,13 @@ public class RouteTests
     }
 
     [Fact]
+    public void A_smart_host_may_not_be_named_mx()
+    {
+        var errors = LoadErrors(Delivery.Replace("[delivery.smart-host.backup]", "[delivery.smart-host.mx]") + MinimalQueue);
+        AssertError(errors, 10, "delivery.smart-host.mx", "'mx' is reserved");
+    }
+
+    [Fact]
     public void A_bad_expression_is_an_error()
     {
         var errors = LoadErrors(Delivery.Replace("rcpt_domain == 'provider.test'", "rcpt_domian == 'provider.test'") + MinimalQueue);
