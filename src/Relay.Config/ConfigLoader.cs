@@ -77,13 +77,14 @@ public static class ConfigLoader
             var local = ReadLocal(root.Table("local"));
             var spool = ReadSpool(root.Table("spool"));
             var resolver = ReadResolver(root.Table("resolver"));
-            var delivery = ReadDelivery(root.Table("delivery"));
             var lists = ReadLists(root.Table("lists"));
+            var environment = new StrategyEnvironment(local, lists);
+            var delivery = ReadDelivery(root.Table("delivery"), environment, lists);
             var admin = ReadAdmin(root.Table("admin"));
             var dsn = ReadDsn(root.Table("dsn"), server.Hostname);
-            var queue = ReadQueue(root.Table("queue"), new StrategyEnvironment(local, lists), lists);
+            var queue = ReadQueue(root.Table("queue"), environment, lists);
             root.ReportUnknownKeys();
-            if (queue is null) return null;
+            if (queue is null || delivery is null) return null;
             return new RelaySettings
             {
                 SourcePath = path, Server = server, Session = session, Local = local, Spool = spool,
@@ -200,7 +201,7 @@ public static class ConfigLoader
             return new ResolverSettings(servers, timeout);
         }
 
-        private DeliverySettings ReadDelivery(Section? s)
+        private DeliverySettings? ReadDelivery(Section? s, StrategyEnvironment environment, NamedLists lists)
         {
             var port = (int)(s?.Integer("port", 25, 1, 65535) ?? 25);
             var connect = s?.Duration("connect-timeout", TimeSpan.FromSeconds(30)) ?? TimeSpan.FromSeconds(30);
@@ -243,20 +244,23 @@ public static class ConfigLoader
                     var user = h.String("username");
                     var password = h.String("password");
                     h.ReportUnknownKeys();
-                    if (host is not null) smartHosts[name] = new SmartHostSettings(host, hostPort, tls, user, password);
+                    if (name == DeliveryRoute.Mx)
+                        hosts.Error(name, "'mx' is reserved: route uses it for MX delivery; name the smart host something else");
+                    else if (host is not null) smartHosts[name] = new SmartHostSettings(host, hostPort, tls, user, password);
                 }
             }
-            var routes = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-            if (s.Table("route") is { } rt)
+            DeliveryRoute? route = null;
+            var routeOk = true;
+            if (s.Has("route"))
             {
-                foreach (var domain in rt.Keys.ToList())
-                {
-                    if (rt.String(domain) is not { } target) continue;
-                    if (!smartHosts.ContainsKey(target))
-                        rt.Error(domain, $"smart host '{target}' is not defined (add [delivery.smart-host.{target}])");
-                    routes[domain] = target;
-                }
-                rt.ReportUnknownKeys();
+                // 'mx' is normal MX delivery; any other name is a [delivery.smart-host.NAME]. No 'else' means 'mx'.
+                var rules = ReadRules(s, "route", "route", environment, lists,
+                    name => name == DeliveryRoute.Mx || smartHosts.ContainsKey(name) ? name : null,
+                    "'mx' or a [delivery.smart-host.*]", "route name", "mx",
+                    name => $"smart host '{name}' is not defined (add [delivery.smart-host.{name}], or use 'mx' for MX delivery)",
+                    DeliveryRoute.Mx, DeliveryRoute.Unavailable);
+                if (rules is null) routeOk = false;
+                else route = new DeliveryRoute(rules);
             }
             d = d with
             {
@@ -267,13 +271,13 @@ public static class ConfigLoader
                 IdleTimeout = s.Duration("idle-timeout", d.IdleTimeout),
                 RequireTls = (s.StringList("require-tls") ?? []).Select(x => x.ToLowerInvariant()).ToList(),
                 Rates = rates,
-                Routes = routes,
+                Route = route,
                 SmartHosts = smartHosts,
                 DnsCacheMaxTtl = s.Duration("dns-cache-max-ttl", d.DnsCacheMaxTtl),
                 DnsNegativeTtl = s.Duration("dns-negative-ttl", d.DnsNegativeTtl),
             };
             s.ReportUnknownKeys();
-            return d;
+            return routeOk ? d : null;
         }
 
         private NamedLists ReadLists(Section? s)
@@ -384,7 +388,10 @@ public static class ConfigLoader
             QueueStrategy? strategy = null;
             if (q.Table("strategy") is { } st)
             {
-                strategy = ReadStrategy(st, schedules, environment, lists);
+                var rules = ReadRules(st, "schedule", "strategy", environment, lists,
+                    name => schedules.GetValueOrDefault(name), "a [queue.schedule.*]", "schedule name", "default",
+                    name => $"schedule '{name}' is not defined (add [queue.schedule.{name}])", null, null);
+                if (rules is not null) strategy = new QueueStrategy(rules);
                 st.ReportUnknownKeys();
             }
             else q.Error("strategy", "missing: [queue.strategy] schedule = [ { if = ..., then = ... }, { else = ... } ]");
@@ -392,21 +399,31 @@ public static class ConfigLoader
             return strategy is null ? null : new QueueSettings(strategy, schedules, virtualQueues);
         }
 
-        private static QueueStrategy? ReadStrategy(Section st, Dictionary<string, ScheduleSettings> schedules,
-            StrategyEnvironment environment, NamedLists lists)
+        /// <summary>
+        /// Reads and compiles a rule list <c>key = [ { if = "expr", then = "'name'" }, ..., { else = "'name'" } ]</c>
+        /// (the <c>[queue.strategy] schedule</c> syntax, shared by <c>[delivery] route</c>). Literal names are checked
+        /// here with <paramref name="resolve"/>; computed ones at run time. Returns null after reporting errors.
+        /// </summary>
+        /// <param name="defaultFallback">The fallback name when there is no <c>else</c> rule; null makes <c>else</c> required.</param>
+        /// <param name="unavailable">Variables/functions the rules may not use.</param>
+        private static RuleSet<T>? ReadRules<T>(Section st, string keyName, string owner, StrategyEnvironment environment, NamedLists lists,
+            Func<string, T?> resolve, string kind, string noun, string example, Func<string, string> undefined,
+            string? defaultFallback, IReadOnlySet<string>? unavailable)
+            where T : class
         {
-            var raw = st.Raw("schedule");
+            var raw = st.Raw(keyName);
             if (raw is not TomlList list)
             {
-                st.Error("schedule", raw is null
+                st.Error(keyName, raw is null
                     ? "missing: a list of rules [ { if = \"expr\", then = \"'name'\" }, { else = \"'name'\" } ]"
-                    : "expected a list of rules [ { if = ..., then = ... }, { else = ... } ]");
+                    : "expected a list of rules [ { if = \"expr\", then = \"'name'\" }, { else = \"'name'\" } ]");
                 return null;
             }
-            var key = st.KeyPath("schedule");
+            var key = st.KeyPath(keyName);
             var errors = st.Errors;
             var rules = new List<StrategyRule>();
-            ScheduleSettings? fallback = null;
+            T? fallback = null;
+            var hasElse = false;
             var ok = true;
             for (var i = 0; i < list.Items.Count; i++)
             {
@@ -424,15 +441,16 @@ public static class ConfigLoader
                 rule.ReportUnknownKeys();
                 if (elseValue is not null)
                 {
+                    hasElse = true;
                     if (condition is not null || then is not null)
                     { errors.Add(line, rule.Path, "an 'else' rule has no 'if' or 'then'"); ok = false; continue; }
                     if (i != list.Items.Count - 1)
                     { errors.Add(line, rule.Path, "'else' must be the last rule"); ok = false; }
-                    StrategyCompiler.CompileResult(elseValue, lists, out var literal, out var error);
+                    StrategyCompiler.CompileResult(elseValue, lists, out var literal, out var error, unavailable);
                     if (error is not null) { errors.Add(line, $"{rule.Path}.else", error); ok = false; }
-                    else if (literal is null) { errors.Add(line, $"{rule.Path}.else", "must be a quoted schedule name like \"'default'\" so every recipient has a fallback"); ok = false; }
-                    else if (!schedules.TryGetValue(literal, out fallback))
-                    { errors.Add(line, $"{rule.Path}.else", $"schedule '{literal}' is not defined (add [queue.schedule.{literal}])"); ok = false; }
+                    else if (literal is null) { errors.Add(line, $"{rule.Path}.else", $"must be a quoted {noun} like \"'{example}'\" so there is always a fallback"); ok = false; }
+                    else if ((fallback = resolve(literal)) is null)
+                    { errors.Add(line, $"{rule.Path}.else", undefined(literal)); ok = false; }
                     continue;
                 }
                 if (condition is null || then is null)
@@ -441,22 +459,25 @@ public static class ConfigLoader
                     ok = false;
                     continue;
                 }
-                var test = StrategyCompiler.CompileCondition(condition, lists, out var conditionError);
+                var test = StrategyCompiler.CompileCondition(condition, lists, out var conditionError, unavailable);
                 if (conditionError is not null) { errors.Add(line, $"{rule.Path}.if", conditionError); ok = false; }
-                var compute = StrategyCompiler.CompileResult(then, lists, out var thenLiteral, out var thenError);
+                var compute = StrategyCompiler.CompileResult(then, lists, out var thenLiteral, out var thenError, unavailable);
                 if (thenError is not null) { errors.Add(line, $"{rule.Path}.then", thenError); ok = false; }
-                ScheduleSettings? fixedSchedule = null;
-                if (thenLiteral is not null && !schedules.TryGetValue(thenLiteral, out fixedSchedule))
-                { errors.Add(line, $"{rule.Path}.then", $"schedule '{thenLiteral}' is not defined (add [queue.schedule.{thenLiteral}])"); ok = false; }
-                if (test is not null && (fixedSchedule is not null || compute is not null))
-                    rules.Add(new StrategyRule(line, condition, then, test, compute, fixedSchedule));
+                if (thenLiteral is not null && resolve(thenLiteral) is null)
+                { errors.Add(line, $"{rule.Path}.then", undefined(thenLiteral)); ok = false; }
+                if (test is not null && (thenLiteral is not null || compute is not null))
+                    rules.Add(new StrategyRule(owner, line, condition, then, test, compute, thenLiteral));
             }
-            if (fallback is null && !list.Items.OfType<TomlTableNode>().Any(r => r.Get("else") is not null))
+            if (!hasElse)
             {
-                errors.Add(list.Line, key, "no 'else' rule: add { else = \"'name'\" } as the last rule so every recipient gets a schedule");
-                ok = false;
+                if (defaultFallback is not null) fallback = resolve(defaultFallback);
+                else
+                {
+                    errors.Add(list.Line, key, "no 'else' rule: add { else = \"'name'\" } as the last rule so there is always a fallback");
+                    ok = false;
+                }
             }
-            return ok && fallback is not null ? new QueueStrategy(rules, fallback, schedules, environment) : null;
+            return ok && fallback is not null ? new RuleSet<T>(rules, fallback, resolve, kind, environment) : null;
         }
     }
 }

@@ -90,7 +90,7 @@ public sealed class DeliveryAgent : IDeliveryAgent, IAsyncDisposable
             return;
         }
 
-        var smartHost = _options.SmartHostFor(domain);
+        var smartHost = _options.SmartHostFor(request);
         var destination = smartHost is null
             ? await _resolver.ResolveAsync(domain, cancellationToken)
             : await _resolver.ResolveHostAsync(smartHost.Host, cancellationToken);

@@ -1,6 +1,9 @@
 // DeliveryOptions: the [delivery] keys that Relay.Config does not read yet (limits, pooling, TLS policy,
 // smart-host routes). Defaults are the documented ones; README.md lists the TOML keys proposed for each.
 using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Relay.Config.Strategy;
+using Relay.Scheduler;
 
 namespace Relay.Delivery;
 
@@ -32,13 +35,16 @@ public sealed record DeliveryOptions
     public IReadOnlyDictionary<string, SmartHost> SmartHosts { get; init; } = new Dictionary<string, SmartHost>();
 
     /// <summary>
-    /// <c>route</c>: recipient domain → smart host name, <c>"*"</c> for every domain. Picks a named smart host instead of
-    /// MX. (The NCalc <c>route</c> expressions of issue 6 can replace this map through <see cref="RouteSelector"/>.)
+    /// Static routes: recipient domain → smart host name, <c>"*"</c> for every domain. Used when there is no
+    /// <see cref="RouteSelector"/> (the host sets the selector from the <c>[delivery] route</c> rules).
     /// </summary>
     public IReadOnlyDictionary<string, string> Routes { get; init; } = new Dictionary<string, string>();
 
-    /// <summary>Optional hook that overrides <see cref="Routes"/>: returns a smart host name or null for MX delivery.</summary>
-    public Func<string, string?>? RouteSelector { get; init; }
+    /// <summary>
+    /// Overrides <see cref="Routes"/>: for one delivery (one recipient domain, one envelope) returns a smart host
+    /// name, or null for MX delivery. Called once per attempt; must not throw.
+    /// </summary>
+    public Func<DeliveryRequest, string?>? RouteSelector { get; init; }
 
     /// <summary><c>dns-cache-max-ttl</c>: cap on how long any DNS answer is cached.</summary>
     public TimeSpan DnsCacheMaxTtl { get; init; } = TimeSpan.FromHours(1);
@@ -57,13 +63,44 @@ public sealed record DeliveryOptions
         return null;
     }
 
-    internal SmartHost? SmartHostFor(string domain)
+    internal SmartHost? SmartHostFor(DeliveryRequest request)
     {
-        var name = RouteSelector is not null ? RouteSelector(domain) : RouteName(domain);
+        var name = RouteSelector is not null ? RouteSelector(request) : RouteName(request.Domain);
         if (name is null) return null;
         return SmartHosts.TryGetValue(name, out var host)
             ? host
             : throw new InvalidOperationException($"route names smart host '{name}', which is not defined");
+    }
+
+    /// <summary>
+    /// The <c>[delivery] route</c> rules as a <see cref="RouteSelector"/>. A request holds recipients of one domain and
+    /// one envelope, so routing is per domain + envelope: the rules see the first recipient, the sender, priority,
+    /// source, size, client address, listener and AUTH identity (no headers: the loader refuses them). A rule that
+    /// fails at run time is logged and its <c>else</c> route used.
+    /// </summary>
+    public static Func<DeliveryRequest, string?> RouteSelectorFor(DeliveryRoute route, ILogger? log = null) => request =>
+    {
+        var decision = route.Select(RouteContext(request));
+        if (decision.Error is { } error)
+            log?.LogWarning("{QueueId}: {Error}; using route '{Fallback}'", request.MessageId, error.Message, route.Fallback);
+        return decision.SmartHost;
+    };
+
+    /// <summary>The expression context of one delivery request.</summary>
+    internal static RecipientContext RouteContext(DeliveryRequest request)
+    {
+        var e = request.Envelope;
+        return new RecipientContext
+        {
+            Recipient = request.Recipients.Count > 0 ? request.Recipients[0].Address : "@" + request.Domain,
+            Sender = e.Sender,
+            Priority = e.Priority,
+            Source = e.Source,
+            Size = e.Size,
+            RemoteIp = e.RemoteIp ?? "",
+            Listener = e.Listener ?? "",
+            AuthenticatedAs = e.AuthenticatedAs ?? "",
+        };
     }
 
     private string? RouteName(string domain)

@@ -20,10 +20,11 @@ public static class StageFactory
         settings.Delivery.Hold
             ? _ => new HoldingAgent()
             : _ => new DeliveryAgent(settings.Server.Hostname, settings.Resolver, settings.Delivery,
-                DeliveryOptionsFrom(settings.Delivery), clock ?? TimeProvider.System, loggerFactory.CreateLogger("Relay.Delivery"));
+                DeliveryOptionsFrom(settings.Delivery, loggerFactory.CreateLogger("Relay.Delivery.Route")), clock ?? TimeProvider.System, loggerFactory.CreateLogger("Relay.Delivery"));
 
     /// <summary>Maps the <c>[delivery]</c> settings onto the delivery stage's options.</summary>
-    public static DeliveryOptions DeliveryOptionsFrom(DeliverySettings d) => new()
+    /// <param name="routeLog">Where a <c>route</c> rule failing at run time is logged (the <c>else</c> route is used).</param>
+    public static DeliveryOptions DeliveryOptionsFrom(DeliverySettings d, ILogger? routeLog = null) => new()
     {
         CommandTimeout = d.CommandTimeout,
         MaxConnectionsPerHost = d.MaxConnectionsPerHost,
@@ -32,7 +33,7 @@ public static class StageFactory
         IdleTimeout = d.IdleTimeout,
         RequireTls = new HashSet<string>(d.RequireTls, StringComparer.OrdinalIgnoreCase),
         Rates = d.Rates.ToDictionary(kv => kv.Key, kv => new RateLimit(kv.Value.Count, kv.Value.Window), StringComparer.OrdinalIgnoreCase),
-        Routes = d.Routes,
+        RouteSelector = d.Route is { } route ? DeliveryOptions.RouteSelectorFor(route, routeLog) : null,
         SmartHosts = d.SmartHosts.ToDictionary(kv => kv.Key, kv => new SmartHost(kv.Value.Host, kv.Value.Port, kv.Value.Tls switch
         {
             "implicit" => SmartHostTls.Implicit,

@@ -89,8 +89,8 @@ public sealed record DeliverySettings(int Port, TimeSpan ConnectTimeout)
     public IReadOnlyList<string> RequireTls { get; init; } = [];
     /// <summary>Recipient domain → (count, window), from <c>rate = { "example.com" = "100/1m" }</c>.</summary>
     public IReadOnlyDictionary<string, (int Count, TimeSpan Window)> Rates { get; init; } = new Dictionary<string, (int, TimeSpan)>();
-    /// <summary>Recipient domain (or "*") → smart host name.</summary>
-    public IReadOnlyDictionary<string, string> Routes { get; init; } = new Dictionary<string, string>();
+    /// <summary><c>route</c> rules: 'mx' or a smart host name per delivery; null when not configured (all MX).</summary>
+    public DeliveryRoute? Route { get; init; }
     public IReadOnlyDictionary<string, SmartHostSettings> SmartHosts { get; init; } = new Dictionary<string, SmartHostSettings>();
     public TimeSpan DnsCacheMaxTtl { get; init; } = TimeSpan.FromHours(1);
     public TimeSpan DnsNegativeTtl { get; init; } = TimeSpan.FromMinutes(1);

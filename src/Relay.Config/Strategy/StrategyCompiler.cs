@@ -10,9 +10,11 @@ namespace Relay.Config.Strategy;
 internal static class StrategyCompiler
 {
     /// <summary>Compiles an <c>if</c> condition. Returns null and sets <paramref name="error"/> when invalid.</summary>
-    public static Func<ExpressionScope, bool>? CompileCondition(string text, NamedLists lists, out string? error)
+    /// <param name="unavailable">Variables and functions the caller cannot supply (e.g. headers at delivery time).</param>
+    public static Func<ExpressionScope, bool>? CompileCondition(string text, NamedLists lists, out string? error,
+        IReadOnlySet<string>? unavailable = null)
     {
-        var parsed = Parse(text, lists, out error);
+        var parsed = Parse(text, lists, unavailable, out error);
         if (parsed is null) return null;
         try
         {
@@ -26,10 +28,11 @@ internal static class StrategyCompiler
     }
 
     /// <summary>Compiles a <c>then</c> value. A string literal comes back as <paramref name="literal"/> and no delegate.</summary>
-    public static Func<ExpressionScope, string>? CompileResult(string text, NamedLists lists, out string? literal, out string? error)
+    public static Func<ExpressionScope, string>? CompileResult(string text, NamedLists lists, out string? literal, out string? error,
+        IReadOnlySet<string>? unavailable = null)
     {
         literal = null;
-        var parsed = Parse(text, lists, out error);
+        var parsed = Parse(text, lists, unavailable, out error);
         if (parsed is null) return null;
         if (parsed.ParsedExpression is ValueExpression { Type: NCalc.Domain.ValueType.String } value)
         {
@@ -42,12 +45,12 @@ internal static class StrategyCompiler
         }
         catch (Exception e)
         {
-            error = $"expression '{text}' does not give a schedule name: {e.Message}";
+            error = $"expression '{text}' does not give a name: {e.Message}";
             return null;
         }
     }
 
-    private static Expression? Parse(string text, NamedLists lists, out string? error)
+    private static Expression? Parse(string text, NamedLists lists, IReadOnlySet<string>? unavailable, out string? error)
     {
         error = null;
         var expression = new Expression(text, EvaluateOptions.NoCache);
@@ -56,7 +59,7 @@ internal static class StrategyCompiler
             error = $"expression '{text}' does not parse: {expression.Error}";
             return null;
         }
-        var checker = new NameChecker(lists);
+        var checker = new NameChecker(lists, unavailable);
         try
         {
             expression.ParsedExpression.Accept(checker);
@@ -75,7 +78,7 @@ internal static class StrategyCompiler
     }
 
     /// <summary>Walks the parsed tree and reports the first unknown variable, function, list or bad regex.</summary>
-    private sealed class NameChecker(NamedLists lists) : LogicalExpressionVisitor
+    private sealed class NameChecker(NamedLists lists, IReadOnlySet<string>? unavailable) : LogicalExpressionVisitor
     {
         public string? Problem { get; private set; }
 
@@ -104,6 +107,8 @@ internal static class StrategyCompiler
         {
             if (!ExpressionScope.Variables.Contains(identifier.Name))
                 Report($"unknown variable '{identifier.Name}' (known: {string.Join(", ", ExpressionScope.Variables)})");
+            else if (unavailable?.Contains(identifier.Name) == true)
+                Report($"'{identifier.Name}' is not available here (only while a message is being accepted)");
         }
 
         public override void Visit(Function function)
@@ -117,6 +122,11 @@ internal static class StrategyCompiler
             if (function.Expressions.Length != arity)
             {
                 Report($"function '{name}' takes {arity} argument(s), not {function.Expressions.Length}");
+                return;
+            }
+            if (unavailable?.Contains(name) == true)
+            {
+                Report($"'{name}()' is not available here (only while a message is being accepted)");
                 return;
             }
             var first = function.Expressions[0] as ValueExpression;
