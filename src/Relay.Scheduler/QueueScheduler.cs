@@ -56,7 +56,8 @@ public sealed class QueueScheduler : IAsyncDisposable
         _clock = clock;
         _log = logger ?? NullLogger.Instance;
         foreach (var (name, settings) in queues) _queues[name] = new VirtualQueue(settings);
-        _timer = clock.CreateTimer(_ => Wake(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _consumeWake = ConsumeWake;
+        _timer = clock.CreateTimer(_ => TimerFired(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _spool.Committed += Wake;
     }
 
@@ -121,10 +122,18 @@ public sealed class QueueScheduler : IAsyncDisposable
     /// <summary>Coalescing wake-up: many calls before the loop runs cause one pass.</summary>
     public void Wake()
     {
-        if (Interlocked.Exchange(ref _wakePending, 1) == 0) _events.Writer.TryWrite(static () => { });
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0) _events.Writer.TryWrite(_consumeWake);
     }
 
-    private void Post(Action action)
+    // The flag is cleared when its token is read, never before: a Wake() that sets the flag always finds its
+    // token still unread (this pass or the next runs after it), and one that finds the flag set knows the same.
+    // Clearing it at the top of the pass lost wake-ups: a token written after the clear but drained in the same
+    // pass left the flag set with no token behind it, and every later Wake() was swallowed.
+    private readonly Action _consumeWake;
+
+    private void ConsumeWake() => Volatile.Write(ref _wakePending, 0);
+
+    internal void Post(Action action)
     {
         _events.Writer.TryWrite(action);
     }
@@ -138,7 +147,6 @@ public sealed class QueueScheduler : IAsyncDisposable
         {
             while (await reader.WaitToReadAsync(_stopping.Token))
             {
-                Volatile.Write(ref _wakePending, 0);
                 while (reader.TryRead(out var action)) action();
                 var now = _clock.GetUtcNow().UtcTicks;
                 Ingest(now);
@@ -236,6 +244,14 @@ public sealed class QueueScheduler : IAsyncDisposable
                     break;
             }
         }
+    }
+
+    // A fired timer is no longer armed: forget its due time so the next pass arms it again even for the same
+    // time (a system timer can fire a little before the wall clock reaches the time it was armed for).
+    private void TimerFired()
+    {
+        Interlocked.Exchange(ref _armedFor, long.MaxValue);
+        Wake();
     }
 
     private void ArmTimer(long now)
