@@ -28,6 +28,7 @@ public sealed class FileSpool : ISpoolStore
     private readonly string _msgDir;
     private readonly string _quarantineDir;
     private long _sequence;
+    private int _handoffPeak;
     private int _idCounter = Random.Shared.Next(0x100000);
     private bool _disposed;
 
@@ -320,9 +321,15 @@ public sealed class FileSpool : ISpoolStore
     {
         lock (_gate)
         {
+            _handoffPeak = Math.Max(_handoffPeak, _handoff.Count);
             var n = Math.Min(max, _handoff.Count);
             var list = new SpooledMessage[n];
             for (var i = 0; i < n; i++) list[i] = _handoff.Dequeue();
+            if (_handoff.Count == 0 && _handoffPeak > 4096)
+            {
+                _handoff.TrimExcess();   // recovery filled it with the whole queue: give that array back
+                _handoffPeak = 0;
+            }
             return list;
         }
     }
