@@ -652,7 +652,15 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private enum TimerKind : byte { Due, Check, ReportRetry }
 
-    private readonly record struct TimerItem(Job Job, int Index, int Version, TimerKind Kind);
+    /// <summary>16 bytes (one per waiting recipient and one per message): the kind rides in the index's sign.</summary>
+    private readonly struct TimerItem(Job job, int index, int version, TimerKind kind)
+    {
+        private readonly int _index = kind switch { TimerKind.Due => index, TimerKind.Check => -1, _ => -2 };
+        public Job Job { get; } = job;
+        public int Version { get; } = version;
+        public int Index => _index;
+        public TimerKind Kind => _index >= 0 ? TimerKind.Due : _index == -1 ? TimerKind.Check : TimerKind.ReportRetry;
+    }
 }
 
 /// <summary>One virtual queue as the admin API shows it.</summary>
