@@ -40,6 +40,7 @@ public sealed class QueueScheduler : IAsyncDisposable
     private Task? _loop;
     private long _startedAt;
     private int _jobCount;
+    private bool _presized;
 
     public QueueScheduler(
         ISpoolStore spool,
@@ -175,6 +176,13 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private void Ingest(long now)
     {
+        if (!_ready.Task.IsCompleted && !_presized)
+        {
+            // Recovery: size each ready heap for its queue's pending recipients once, instead of doubling up to
+            // a million entries and leaving every smaller array behind as large-object garbage.
+            _presized = true;
+            foreach (var (name, queue) in _queues) queue.Reserve(_spool.CountPending(name));
+        }
         var batch = _spool.TakeCommitted(IngestBatch);
         foreach (var m in batch) Add(m, now);
         if (batch.Count == IngestBatch) { Wake(); return; }   // more to come: let events in between

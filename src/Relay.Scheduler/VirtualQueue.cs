@@ -33,6 +33,8 @@ internal sealed class VirtualQueue(VirtualQueueSettings settings)
         _ready.Enqueue(new ReadyItem(job, index, version), key);
     }
 
+    public void Reserve(long count) => _ready.EnsureCapacity((int)Math.Min(count, Array.MaxLength));
+
     public bool TryDequeue(out ReadyItem item) => _ready.TryDequeue(out item, out _);
 
     public void SlotTaken() => Interlocked.Increment(ref _inFlight);

@@ -84,7 +84,11 @@ public sealed class FileSpool : ISpoolStore
         foreach (var payload in _journal.Replay()) ApplyRecord(payload);
         SweepMessageFiles();
         long pending = 0;
-        foreach (var m in _index.Values.OrderBy(m => m.Sequence))
+        var live = new SpooledMessage[_index.Count];   // sorted in place: no LINQ buffers at a million messages
+        _index.Values.CopyTo(live, 0);
+        Array.Sort(live, static (a, b) => a.Sequence.CompareTo(b.Sequence));
+        _handoff.EnsureCapacity(live.Length);
+        foreach (var m in live)
         {
             foreach (ref readonly var s in m.Slots.AsSpan())
             {
