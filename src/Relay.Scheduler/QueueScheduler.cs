@@ -7,6 +7,8 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Relay.Config.Settings;
 using Relay.Spool;
+// The scheduler's per-message state lives in the spool's entry (scheduler-owned fields), not in a second object.
+using Job = Relay.Spool.SpooledMessage;
 
 namespace Relay.Scheduler;
 
@@ -25,7 +27,6 @@ public sealed class QueueScheduler : IAsyncDisposable
     private readonly Dictionary<string, VirtualQueue> _queues = new(StringComparer.Ordinal);
     private readonly IReadOnlyDictionary<string, VirtualQueueSettings> _queueSettings;
     private readonly Dictionary<string, ScheduleSettings> _fallbacks = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, Job> _jobs = new(StringComparer.Ordinal);
     private readonly PriorityQueue<TimerItem, long> _timers = new();
     private readonly Channel<Action> _events = Channel.CreateUnbounded<Action>();
     private readonly List<TaskCompletionSource> _idleWaiters = [];
@@ -38,6 +39,8 @@ public sealed class QueueScheduler : IAsyncDisposable
     private int _outstanding;
     private Task? _loop;
     private long _startedAt;
+    private int _jobCount;
+    private bool _presized;
 
     public QueueScheduler(
         ISpoolStore spool,
@@ -56,7 +59,8 @@ public sealed class QueueScheduler : IAsyncDisposable
         _clock = clock;
         _log = logger ?? NullLogger.Instance;
         foreach (var (name, settings) in queues) _queues[name] = new VirtualQueue(settings);
-        _timer = clock.CreateTimer(_ => Wake(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _consumeWake = ConsumeWake;
+        _timer = clock.CreateTimer(_ => TimerFired(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _spool.Committed += Wake;
     }
 
@@ -93,11 +97,11 @@ public sealed class QueueScheduler : IAsyncDisposable
     /// <summary>Makes every pending recipient of a message due now (admin "retry").</summary>
     public void RetryNow(string messageId) => Post(() =>
     {
-        if (!_jobs.TryGetValue(messageId, out var job)) return;
-        for (var i = 0; i < job.Versions.Length; i++)
+        if (_spool.Find(messageId) is not { Scheduled: true, Gone: false } job) return;
+        for (var i = 0; i < job.RecipientCount; i++)
         {
-            if (job.Busy[i] || job.Message.GetRecipient(i).Status != RecipientStatus.Pending) continue;
-            job.Versions[i]++;
+            if (job.BusyOf(i) || job.GetRecipient(i).Status != RecipientStatus.Pending) continue;
+            job.VersionOf(i)++;
             EnqueueReady(job, i, _clock.GetUtcNow().UtcTicks);
         }
     });
@@ -121,10 +125,18 @@ public sealed class QueueScheduler : IAsyncDisposable
     /// <summary>Coalescing wake-up: many calls before the loop runs cause one pass.</summary>
     public void Wake()
     {
-        if (Interlocked.Exchange(ref _wakePending, 1) == 0) _events.Writer.TryWrite(static () => { });
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0) _events.Writer.TryWrite(_consumeWake);
     }
 
-    private void Post(Action action)
+    // The flag is cleared when its token is read, never before: a Wake() that sets the flag always finds its
+    // token still unread (this pass or the next runs after it), and one that finds the flag set knows the same.
+    // Clearing it at the top of the pass lost wake-ups: a token written after the clear but drained in the same
+    // pass left the flag set with no token behind it, and every later Wake() was swallowed.
+    private readonly Action _consumeWake;
+
+    private void ConsumeWake() => Volatile.Write(ref _wakePending, 0);
+
+    internal void Post(Action action)
     {
         _events.Writer.TryWrite(action);
     }
@@ -138,7 +150,6 @@ public sealed class QueueScheduler : IAsyncDisposable
         {
             while (await reader.WaitToReadAsync(_stopping.Token))
             {
-                Volatile.Write(ref _wakePending, 0);
                 while (reader.TryRead(out var action)) action();
                 var now = _clock.GetUtcNow().UtcTicks;
                 Ingest(now);
@@ -165,21 +176,29 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private void Ingest(long now)
     {
+        if (!_ready.Task.IsCompleted && !_presized)
+        {
+            // Recovery: size each ready heap for its queue's pending recipients once, instead of doubling up to
+            // a million entries and leaving every smaller array behind as large-object garbage.
+            _presized = true;
+            foreach (var (name, queue) in _queues) queue.Reserve(_spool.CountPending(name));
+        }
         var batch = _spool.TakeCommitted(IngestBatch);
         foreach (var m in batch) Add(m, now);
         if (batch.Count == IngestBatch) { Wake(); return; }   // more to come: let events in between
         if (!_ready.Task.IsCompleted)
         {
             _ready.TrySetResult();
-            _log.Ready(_jobs.Count, Stopwatch.GetElapsedTime(_startedAt).TotalMilliseconds);
+            _log.Ready(_jobCount, Stopwatch.GetElapsedTime(_startedAt).TotalMilliseconds);
         }
     }
 
     private void Add(SpooledMessage m, long now)
     {
-        if (m.IsRemoved || _jobs.ContainsKey(m.Id)) return;
-        var job = new Job(m);
-        _jobs[m.Id] = job;
+        if (m.IsRemoved || m.Scheduled) return;
+        var job = m;
+        job.Scheduled = true;
+        _jobCount++;
         List<int>? unreported = null;
         var allFinal = true;
         for (var i = 0; i < m.RecipientCount; i++)
@@ -190,7 +209,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                 allFinal = false;
                 var due = s.NextAttemptAt?.UtcTicks ?? m.ArrivedAt.UtcTicks;
                 if (due <= now) EnqueueReady(job, i, due);
-                else _timers.Enqueue(new TimerItem(job, i, job.Versions[i], TimerKind.Due), due);
+                else _timers.Enqueue(new TimerItem(job, i, job.VersionOf(i), TimerKind.Due), due);
             }
             else if (!s.FinalReported) (unreported ??= []).Add(i);
         }
@@ -201,9 +220,9 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private void EnqueueReady(Job job, int index, long dueTicks)
     {
-        var s = job.Message.GetRecipient(index);
+        var s = job.GetRecipient(index);
         QueueOf(Schedule(s.Schedule, s.Queue).QueueName)
-            .Enqueue(job, index, job.Versions[index], dueTicks, job.Message.Priority, job.Message.Sequence);
+            .Enqueue(job, index, job.VersionOf(index), dueTicks, job.Priority, job.Sequence);
     }
 
     private void FireTimers(long now)
@@ -220,8 +239,8 @@ public sealed class QueueScheduler : IAsyncDisposable
             if (job.Gone) continue;
             switch (t.Kind)
             {
-                case TimerKind.Due when job.Versions[t.Index] == t.Version && !job.Busy[t.Index]
-                                        && job.Message.GetRecipient(t.Index).Status == RecipientStatus.Pending:
+                case TimerKind.Due when job.VersionOf(t.Index) == t.Version && !job.BusyOf(t.Index)
+                                        && job.GetRecipient(t.Index).Status == RecipientStatus.Pending:
                     EnqueueReady(job, t.Index, at);
                     break;
                 case TimerKind.Check when job.CheckVersion == t.Version:
@@ -230,12 +249,20 @@ public sealed class QueueScheduler : IAsyncDisposable
                     break;
                 case TimerKind.ReportRetry:
                     job.ReportRetryArmed = false;
-                    var unreported = Enumerable.Range(0, job.Versions.Length)
-                        .Where(i => !job.Busy[i] && job.Message.GetRecipient(i) is { IsFinal: true, FinalReported: false }).ToList();
+                    var unreported = Enumerable.Range(0, job.RecipientCount)
+                        .Where(i => !job.BusyOf(i) && job.GetRecipient(i) is { IsFinal: true, FinalReported: false }).ToList();
                     if (unreported.Count > 0) StartReport(job, unreported);
                     break;
             }
         }
+    }
+
+    // A fired timer is no longer armed: forget its due time so the next pass arms it again even for the same
+    // time (a system timer can fire a little before the wall clock reaches the time it was armed for).
+    private void TimerFired()
+    {
+        Interlocked.Exchange(ref _armedFor, long.MaxValue);
+        Wake();
     }
 
     private void ArmTimer(long now)
@@ -259,21 +286,21 @@ public sealed class QueueScheduler : IAsyncDisposable
             {
                 var job = item.Job;
                 var i = item.Index;
-                if (job.Gone || job.Busy[i] || job.Versions[i] != item.Version) continue;   // stale entry
-                var s = job.Message.GetRecipient(i);
+                if (job.Gone || job.BusyOf(i) || job.VersionOf(i) != item.Version) continue;   // stale entry
+                var s = job.GetRecipient(i);
                 if (s.Status != RecipientStatus.Pending) continue;
                 var schedule = Schedule(s.Schedule, s.Queue);
-                if (RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt) is { } deadline && deadline.UtcTicks <= now)
+                if (RecipientPolicy.ExpiresAt(schedule, job.ArrivedAt) is { } deadline && deadline.UtcTicks <= now)
                 {
                     RunCheck(job, now);   // expires it (and any sibling) instead of another attempt
                     continue;
                 }
                 // Recipients of this message for the same domain and schedule that are due go in the same transaction.
                 var group = new List<int> { i };
-                for (var j = 0; j < job.Versions.Length; j++)
+                for (var j = 0; j < job.RecipientCount; j++)
                 {
-                    if (j == i || job.Busy[j]) continue;
-                    var o = job.Message.GetRecipient(j);
+                    if (j == i || job.BusyOf(j)) continue;
+                    var o = job.GetRecipient(j);
                     if (o.Status == RecipientStatus.Pending && o.Schedule == s.Schedule && o.Domain == s.Domain
                         && (o.NextAttemptAt?.UtcTicks ?? 0) <= now)
                         group.Add(j);
@@ -287,8 +314,8 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private void StartDelivery(VirtualQueue queue, Job job, ScheduleSettings schedule, string domain, List<int> group)
     {
-        var id = job.Message.Id;
-        var states = group.Select(i => job.Message.GetRecipient(i)).ToArray();
+        var id = job.Id;
+        var states = group.Select(i => job.GetRecipient(i)).ToArray();
         StartWork(async ct =>
         {
             var failed = false;
@@ -318,7 +345,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                     RecipientOutcome outcome;
                     if (at >= 0) { outcome = unmatched[at]; unmatched.RemoveAt(at); }
                     else outcome = RecipientOutcome.Temporary(address, 451, "4.4.0", "no outcome reported for this recipient");
-                    var change = RecipientPolicy.AfterAttempt(group[k], states[k], outcome, schedule, job.Message.ArrivedAt, now);
+                    var change = RecipientPolicy.AfterAttempt(group[k], states[k], outcome, schedule, job.ArrivedAt, now);
                     changes.Add(change);
                     attempted[group[k]] = new ReportedAttempt(outcome.Kind == OutcomeKind.Delivered && outcome.RemoteLacksDsn, now);
                     _log.Outcome(id, address, change.Status.ToString().ToLowerInvariant(), change.Attempts, change.NextAttemptAt,
@@ -354,7 +381,7 @@ public sealed class QueueScheduler : IAsyncDisposable
     private async Task SettleAsync(Job job, MessageEnvelope envelope, List<RecipientChange> changes, CancellationToken ct,
                                    IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
     {
-        var id = job.Message.Id;
+        var id = job.Id;
         await _spool.UpdateRecipientsAsync(id, changes, ct);
         var finals = changes.Where(c => c.Status != RecipientStatus.Pending).ToList();
         if (finals.Count == 0) return;
@@ -364,7 +391,7 @@ public sealed class QueueScheduler : IAsyncDisposable
     private async Task ReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct,
                                         IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
     {
-        var id = job.Message.Id;
+        var id = job.Id;
         var report = new DeliveryReport(id, envelope, finals.Select(c =>
         {
             var r = new ReportedRecipient(c.Index, envelope.Recipients[c.Index], c.Status, c.LastError, c.Attempts, null, null);
@@ -390,14 +417,14 @@ public sealed class QueueScheduler : IAsyncDisposable
         var nowTime = new DateTimeOffset(now, TimeSpan.Zero);
         var expire = new List<int>();
         var notify = new List<(int Index, int Bits)>();
-        for (var i = 0; i < job.Versions.Length; i++)
+        for (var i = 0; i < job.RecipientCount; i++)
         {
-            if (job.Busy[i]) continue;
-            var s = job.Message.GetRecipient(i);
+            if (job.BusyOf(i)) continue;
+            var s = job.GetRecipient(i);
             if (s.Status != RecipientStatus.Pending) continue;
             var schedule = Schedule(s.Schedule, s.Queue);
-            if (RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt) is { } deadline && deadline <= nowTime) expire.Add(i);
-            else if (RecipientPolicy.DueNotifications(schedule, job.Message.ArrivedAt, s.NotifySent, nowTime) is var bits and not 0)
+            if (RecipientPolicy.ExpiresAt(schedule, job.ArrivedAt) is { } deadline && deadline <= nowTime) expire.Add(i);
+            else if (RecipientPolicy.DueNotifications(schedule, job.ArrivedAt, s.NotifySent, nowTime) is var bits and not 0)
                 notify.Add((i, bits));
         }
         if (expire.Count > 0 || notify.Count > 0)
@@ -411,8 +438,8 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private void StartMaintenance(Job job, List<int> expire, List<(int Index, int Bits)> notify)
     {
-        var id = job.Message.Id;
-        var states = job.Message.Snapshot().Recipients;
+        var id = job.Id;
+        var states = job.Snapshot().Recipients;
         var touched = expire.Concat(notify.Select(n => n.Index)).ToList();
         // Settings are looked up here, on the loop (the fallback table is loop-owned).
         var schedules = touched.ToDictionary(i => i, i => Schedule(states[i].Schedule, states[i].Queue));
@@ -429,7 +456,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                         var s = states[n.Index];
                         var schedule = schedules[n.Index];
                         return new ReportedRecipient(n.Index, envelope.Recipients[n.Index], s.Status, s.LastError, s.Attempts,
-                                                     s.NextAttemptAt, RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt))
+                                                     s.NextAttemptAt, RecipientPolicy.ExpiresAt(schedule, job.ArrivedAt))
                                { LastAttemptAt = RecipientPolicy.LastAttemptAt(s, schedule) };
                     }).ToList();
                     // Report first, then record: a crash in between repeats a delay DSN rather than losing it.
@@ -468,7 +495,7 @@ public sealed class QueueScheduler : IAsyncDisposable
     private void StartReport(Job job, List<int> indices)
     {
         foreach (var i in indices) MarkBusy(job, i);
-        var id = job.Message.Id;
+        var id = job.Id;
         StartWork(async ct =>
         {
             var failed = false;
@@ -477,7 +504,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                 var envelope = await _spool.ReadEnvelopeAsync(id, ct);
                 var finals = indices.Select(i =>
                 {
-                    var s = job.Message.GetRecipient(i);
+                    var s = job.GetRecipient(i);
                     return new RecipientChange(i, s.Status, s.Attempts, s.NextAttemptAt, s.LastError, s.NotifySent, false);
                 }).ToList();
                 await ReportFinalAsync(job, envelope, finals, ct);
@@ -502,16 +529,16 @@ public sealed class QueueScheduler : IAsyncDisposable
         var now = _clock.GetUtcNow().UtcTicks;
         foreach (var i in indices)
         {
-            job.Busy[i] = false;
+            job.BusyOf(i) = false;
             job.BusyCount--;
-            job.Versions[i]++;
-            var s = job.Message.GetRecipient(i);
+            job.VersionOf(i)++;
+            var s = job.GetRecipient(i);
             if (s.Status == RecipientStatus.Pending)
             {
                 var due = s.NextAttemptAt?.UtcTicks ?? now;
                 if (failed) due = Math.Max(due, now + SettleRetry.Ticks);   // never spin on a broken spool
                 if (due <= now) EnqueueReady(job, i, due);
-                else _timers.Enqueue(new TimerItem(job, i, job.Versions[i], TimerKind.Due), due);
+                else _timers.Enqueue(new TimerItem(job, i, job.VersionOf(i), TimerKind.Due), due);
             }
             else if (!s.FinalReported && !job.ReportRetryArmed)
             {
@@ -526,12 +553,12 @@ public sealed class QueueScheduler : IAsyncDisposable
     private void MaybeComplete(Job job)
     {
         if (job.Completing || job.BusyCount > 0) return;
-        for (var i = 0; i < job.Versions.Length; i++)
+        for (var i = 0; i < job.RecipientCount; i++)
         {
-            if (job.Message.GetRecipient(i) is not { IsFinal: true, FinalReported: true }) return;
+            if (job.GetRecipient(i) is not { IsFinal: true, FinalReported: true }) return;
         }
         job.Completing = true;
-        var id = job.Message.Id;
+        var id = job.Id;
         StartWork(async ct =>
         {
             try
@@ -546,7 +573,7 @@ public sealed class QueueScheduler : IAsyncDisposable
             return () =>
             {
                 job.Gone = true;
-                _jobs.Remove(id);
+                _jobCount--;
             };
         });
     }
@@ -554,23 +581,23 @@ public sealed class QueueScheduler : IAsyncDisposable
     private void Quarantined(Job job, VirtualQueue? queue)
     {
         queue?.SlotFreed();
-        _log.MessageQuarantined(job.Message.Id);
+        _log.MessageQuarantined(job.Id);
         job.Gone = true;
-        _jobs.Remove(job.Message.Id);
+        _jobCount--;
     }
 
     /// <summary>Arms the per-message timer for its next TTL expiry or notify time.</summary>
     private void ArmCheck(Job job, long now)
     {
         long next = long.MaxValue;
-        for (var i = 0; i < job.Versions.Length; i++)
+        for (var i = 0; i < job.RecipientCount; i++)
         {
-            if (job.Busy[i]) continue;
-            var s = job.Message.GetRecipient(i);
+            if (job.BusyOf(i)) continue;
+            var s = job.GetRecipient(i);
             if (s.Status != RecipientStatus.Pending) continue;
             var schedule = Schedule(s.Schedule, s.Queue);
-            if (RecipientPolicy.ExpiresAt(schedule, job.Message.ArrivedAt) is { } deadline) next = Math.Min(next, deadline.UtcTicks);
-            if (RecipientPolicy.NextNotification(schedule, job.Message.ArrivedAt, s.NotifySent) is { } notify) next = Math.Min(next, notify.UtcTicks);
+            if (RecipientPolicy.ExpiresAt(schedule, job.ArrivedAt) is { } deadline) next = Math.Min(next, deadline.UtcTicks);
+            if (RecipientPolicy.NextNotification(schedule, job.ArrivedAt, s.NotifySent) is { } notify) next = Math.Min(next, notify.UtcTicks);
         }
         if (next == long.MaxValue || next == job.CheckTicks) return;
         job.CheckTicks = next;
@@ -579,9 +606,9 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private static void MarkBusy(Job job, int i)
     {
-        job.Busy[i] = true;
+        job.BusyOf(i) = true;
         job.BusyCount++;
-        job.Versions[i]++;
+        job.VersionOf(i)++;
     }
 
     /// <summary>Runs work off the loop. It must return the loop-side continuation; exactly one is posted.</summary>
@@ -646,7 +673,15 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private enum TimerKind : byte { Due, Check, ReportRetry }
 
-    private readonly record struct TimerItem(Job Job, int Index, int Version, TimerKind Kind);
+    /// <summary>16 bytes (one per waiting recipient and one per message): the kind rides in the index's sign.</summary>
+    private readonly struct TimerItem(Job job, int index, int version, TimerKind kind)
+    {
+        private readonly int _index = kind switch { TimerKind.Due => index, TimerKind.Check => -1, _ => -2 };
+        public Job Job { get; } = job;
+        public int Version { get; } = version;
+        public int Index => _index;
+        public TimerKind Kind => _index >= 0 ? TimerKind.Due : _index == -1 ? TimerKind.Check : TimerKind.ReportRetry;
+    }
 
     /// <summary>What a final report says about the attempt behind it (kept in memory, not in the spool).</summary>
     private readonly record struct ReportedAttempt(bool Relayed, DateTimeOffset At);

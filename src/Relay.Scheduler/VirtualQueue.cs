@@ -1,6 +1,8 @@
 // VirtualQueue: one [queue.virtual.NAME] at run time: its due recipients in delivery order and its
 // threads-per-node slots. Owned by the scheduler loop; nothing is shared between queues.
 using Relay.Config.Settings;
+// The scheduler's per-message state lives in the spool's entry (scheduler-owned fields), not in a second object.
+using Job = Relay.Spool.SpooledMessage;
 
 namespace Relay.Scheduler;
 
@@ -31,6 +33,8 @@ internal sealed class VirtualQueue(VirtualQueueSettings settings)
         _ready.Enqueue(new ReadyItem(job, index, version), key);
     }
 
+    public void Reserve(long count) => _ready.EnsureCapacity((int)Math.Min(count, Array.MaxLength));
+
     public bool TryDequeue(out ReadyItem item) => _ready.TryDequeue(out item, out _);
 
     public void SlotTaken() => Interlocked.Increment(ref _inFlight);
@@ -50,19 +54,4 @@ internal readonly record struct ReadyKey(long A, long B, long Fifo, long Sequenc
         c = Fifo.CompareTo(other.Fifo);
         return c != 0 ? c : Sequence.CompareTo(other.Sequence);
     }
-}
-
-/// <summary>The scheduler's run-time view of one spooled message: which recipients are busy right now.</summary>
-internal sealed class Job(Relay.Spool.SpooledMessage message)
-{
-    public Relay.Spool.SpooledMessage Message { get; } = message;
-    /// <summary>Bumped whenever a recipient changes hands; heap and timer entries with an old version are stale.</summary>
-    public readonly int[] Versions = new int[message.RecipientCount];
-    public readonly bool[] Busy = new bool[message.RecipientCount];
-    public int BusyCount;
-    public int CheckVersion;
-    public long CheckTicks;
-    public bool ReportRetryArmed;
-    public bool Completing;
-    public bool Gone;
 }

@@ -2,6 +2,7 @@
 // every recipient-state change is a record in the group-committed journal (journal/*.log), replayed at start.
 // See README.md for the design and why.
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.IO.Enumeration;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -14,7 +15,7 @@ public sealed class FileSpool : ISpoolStore
     private const string Hex = "0123456789abcdef";
 
     private readonly object _gate = new();
-    private readonly Dictionary<string, SpooledMessage> _index = new(StringComparer.Ordinal);
+    private readonly Dictionary<ulong, SpooledMessage> _index = [];
     private readonly Dictionary<string, StrongBoxLong> _pendingByQueue = new(StringComparer.Ordinal);
     private readonly Dictionary<(string, string), Route> _routes = [];
     private readonly Dictionary<string, string> _domains = new(StringComparer.Ordinal);
@@ -27,6 +28,7 @@ public sealed class FileSpool : ISpoolStore
     private readonly string _msgDir;
     private readonly string _quarantineDir;
     private long _sequence;
+    private int _handoffPeak;
     private int _idCounter = Random.Shared.Next(0x100000);
     private bool _disposed;
 
@@ -82,7 +84,11 @@ public sealed class FileSpool : ISpoolStore
         foreach (var payload in _journal.Replay()) ApplyRecord(payload);
         SweepMessageFiles();
         long pending = 0;
-        foreach (var m in _index.Values.OrderBy(m => m.Sequence))
+        var live = new SpooledMessage[_index.Count];   // sorted in place: no LINQ buffers at a million messages
+        _index.Values.CopyTo(live, 0);
+        Array.Sort(live, static (a, b) => a.Sequence.CompareTo(b.Sequence));
+        _handoff.EnsureCapacity(live.Length);
+        foreach (var m in live)
         {
             foreach (ref readonly var s in m.Slots.AsSpan())
             {
@@ -107,13 +113,13 @@ public sealed class FileSpool : ISpoolStore
             {
                 case RecordType.Message:
                     var m = ReadMessage(r);
-                    _index[m.Id] = m;
+                    _index[m.Key] = m;
                     break;
                 case RecordType.Update:
                 {
                     var id = r.ReadString();
                     var n = r.Read7BitEncodedInt();
-                    _index.TryGetValue(id, out var target);
+                    TryGet(id, out var target);
                     for (var i = 0; i < n; i++)
                     {
                         var index = r.Read7BitEncodedInt();
@@ -128,12 +134,12 @@ public sealed class FileSpool : ISpoolStore
                 }
                 case RecordType.Remove:
                 case RecordType.Quarantine:
-                    _index.Remove(JournalRecords.ReadIdRecord(r).Id);
+                    Unindex(JournalRecords.ReadIdRecord(r).Id);
                     break;
                 case RecordType.DeadLetter:
                 {
                     var (id, ticks, _) = JournalRecords.ReadIdRecord(r);
-                    if (_index.TryGetValue(id, out var dead)) dead.FinalizedTicks = ticks;
+                    if (TryGet(id, out var dead)) dead.FinalizedTicks = ticks;
                     break;
                 }
             }
@@ -147,7 +153,7 @@ public sealed class FileSpool : ISpoolStore
 
     private SpooledMessage ReadMessage(BinaryReader r)
     {
-        var id = r.ReadString();
+        var id = MessageId.Parse(r.ReadString());
         var arrived = r.ReadInt64();
         var priority = r.ReadSByte();
         var finalized = r.ReadInt64();
@@ -173,13 +179,12 @@ public sealed class FileSpool : ISpoolStore
     {
         var rescue = _journal.HadCorruption || _journal.WasEmpty;
         var deleted = 0;
-        var lookup = _index.GetAlternateLookup<ReadOnlySpan<char>>();
         foreach (var c in Hex)
         {
             var dir = Path.Combine(_msgDir, c.ToString());
             var orphans = new FileSystemEnumerable<string>(dir, (ref FileSystemEntry e) => e.ToFullPath())
             {
-                ShouldIncludePredicate = (ref FileSystemEntry e) => !e.IsDirectory && !lookup.ContainsKey(e.FileName),
+                ShouldIncludePredicate = (ref FileSystemEntry e) => !e.IsDirectory && !(MessageId.TryParse(e.FileName, out var key) && _index.ContainsKey(key)),
             };
             foreach (var file in orphans)
             {
@@ -197,9 +202,9 @@ public sealed class FileSpool : ISpoolStore
         {
             using var fs = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
             var (envelope, _) = MessageFile.ReadEnvelope(fs);
-            if (envelope.Id != Path.GetFileName(file)) return false;
-            var m = new SpooledMessage(_gate, envelope.Id, envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, SlotsFor(envelope));
-            _index[m.Id] = m;
+            if (envelope.Id != Path.GetFileName(file) || !MessageId.TryParse(envelope.Id, out var key)) return false;
+            var m = new SpooledMessage(_gate, key, envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, SlotsFor(envelope));
+            _index[m.Key] = m;
             _journal.Append(JournalRecords.Message(m), null);   // written once the journal starts
             _log.Rescued(m.Id);
             return true;
@@ -253,6 +258,18 @@ public sealed class FileSpool : ISpoolStore
 
     private string PathOf(string id) => Path.Combine(_msgDir, id[^1].ToString(), id);
 
+    // The index is keyed by the id's numeric form; a string that is not a queue id is simply not there.
+    private bool TryGet(string id, [NotNullWhen(true)] out SpooledMessage? m)
+    {
+        m = null;
+        return MessageId.TryParse(id, out var key) && _index.TryGetValue(key, out m);
+    }
+
+    private void Unindex(string id)
+    {
+        if (MessageId.TryParse(id, out var key)) _index.Remove(key);
+    }
+
     private Slot[] SlotsFor(MessageEnvelope envelope)
     {
         var slots = new Slot[envelope.Recipients.Count];
@@ -278,8 +295,8 @@ public sealed class FileSpool : ISpoolStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            m = new SpooledMessage(_gate, incoming.Id, envelope.ArrivedAt.UtcTicks, Math.Clamp(envelope.Priority, -9, 9), ++_sequence, slots);
-            _index[m.Id] = m;
+            m = new SpooledMessage(_gate, MessageId.Parse(incoming.Id), envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, slots);
+            _index[m.Key] = m;
             foreach (var s in slots) PendingBox(s.Route.Queue).Value++;
             durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path), file);
         }
@@ -291,7 +308,7 @@ public sealed class FileSpool : ISpoolStore
         {
             lock (_gate)
             {
-                _index.Remove(m.Id);
+                _index.Remove(m.Key);
                 foreach (var s in slots) PendingBox(s.Route.Queue).Value--;
             }
             throw;
@@ -308,16 +325,22 @@ public sealed class FileSpool : ISpoolStore
     {
         lock (_gate)
         {
+            _handoffPeak = Math.Max(_handoffPeak, _handoff.Count);
             var n = Math.Min(max, _handoff.Count);
             var list = new SpooledMessage[n];
             for (var i = 0; i < n; i++) list[i] = _handoff.Dequeue();
+            if (_handoff.Count == 0 && _handoffPeak > 4096)
+            {
+                _handoff.TrimExcess();   // recovery filled it with the whole queue: give that array back
+                _handoffPeak = 0;
+            }
             return list;
         }
     }
 
     public SpooledMessage? Find(string id)
     {
-        lock (_gate) return _index.GetValueOrDefault(id);
+        lock (_gate) return TryGet(id, out var m) ? m : null;
     }
 
     public IReadOnlyList<QueuedMessage> List(string? afterId, int limit)
@@ -325,8 +348,10 @@ public sealed class FileSpool : ISpoolStore
         List<SpooledMessage> page;
         lock (_gate)
         {
-            page = _index.Values.Where(m => afterId is null || string.CompareOrdinal(m.Id, afterId) > 0)
-                .OrderBy(m => m.Id, StringComparer.Ordinal).Take(limit).ToList();
+            // Fixed-width lowercase hex: numeric order is the ids' ordinal order.
+            var byKey = MessageId.TryParse(afterId, out var after);
+            page = _index.Values.Where(m => afterId is null || (byKey ? m.Key > after : string.CompareOrdinal(MessageId.Format(m.Key), afterId) > 0))
+                .OrderBy(m => m.Key).Take(limit).ToList();
         }
         return page.Select(m => m.Snapshot()).ToList();
     }
@@ -386,7 +411,7 @@ public sealed class FileSpool : ISpoolStore
         Task durable;
         lock (_gate)
         {
-            if (!_index.TryGetValue(id, out var m)) return;
+            if (!TryGet(id, out var m)) return;
             foreach (var c in changes)
             {
                 if ((uint)c.Index >= (uint)m.Slots.Length) throw new ArgumentOutOfRangeException(nameof(changes), $"recipient {c.Index} of {id}");
@@ -407,7 +432,7 @@ public sealed class FileSpool : ISpoolStore
         bool keep;
         lock (_gate)
         {
-            if (!_index.TryGetValue(id, out var m) || m.FinalizedTicks != 0) return;
+            if (!TryGet(id, out var m) || m.FinalizedTicks != 0) return;
             keep = m.Slots.Any(s => s.Status is RecipientStatus.Failed or RecipientStatus.Expired);
             if (keep)
             {
@@ -430,7 +455,7 @@ public sealed class FileSpool : ISpoolStore
         Task durable;
         lock (_gate)
         {
-            if (!_index.TryGetValue(id, out var m)) return;
+            if (!TryGet(id, out var m)) return;
             Forget(m);
             durable = _journal.Append(JournalRecords.Quarantine(id, reason), null);
         }
@@ -462,7 +487,7 @@ public sealed class FileSpool : ISpoolStore
     private void Forget(SpooledMessage m)
     {
         // Under _gate.
-        _index.Remove(m.Id);
+        _index.Remove(m.Key);
         m.Removed = true;
         foreach (var s in m.Slots)
         {

@@ -65,28 +65,48 @@ public sealed class SpoolCorruptException(string message, Exception? inner = nul
 public sealed class SpooledMessage
 {
     internal readonly object Gate;
-    internal Slot[] Slots;
+    internal readonly Slot[] Slots;
     internal long FinalizedTicks;   // 0 = not a dead letter
+    internal readonly ulong Key;    // the 16-hex-digit queue id as a number (no string per message)
+    private readonly sbyte _priority;
     internal bool Removed;
 
-    internal SpooledMessage(object gate, string id, long arrivedTicks, int priority, long sequence, Slot[] slots)
+    // ---- Owned by the one consumer of TakeCommitted (the scheduler loop); the spool never touches them.
+    // Kept here (with each recipient's busy flag and version in its Slot) so the scheduler needs no second
+    // object, arrays and dictionary per message: a million queued messages cost one object each.
+    internal long CheckTicks;
+    internal int CheckVersion;
+    internal int BusyCount;
+    internal bool Scheduled;
+    internal bool ReportRetryArmed;
+    internal bool Completing;
+    internal bool Gone;
+
+    internal SpooledMessage(object gate, ulong key, long arrivedTicks, int priority, long sequence, Slot[] slots)
     {
         Gate = gate;
-        Id = id;
+        Key = key;
         ArrivedTicks = arrivedTicks;
-        Priority = priority;
+        _priority = (sbyte)Math.Clamp(priority, -9, 9);
         Sequence = sequence;
         Slots = slots;
     }
 
-    public string Id { get; }
+    /// <summary>The queue id (formatted on each call from its numeric form).</summary>
+    public string Id => MessageId.Format(Key);
     internal long ArrivedTicks { get; }
     public DateTimeOffset ArrivedAt => new(ArrivedTicks, TimeSpan.Zero);
     /// <summary>RFC 6710 priority −9..9.</summary>
-    public int Priority { get; }
+    public int Priority => _priority;
     /// <summary>Order in which this process committed or recovered it (FIFO tie-breaker).</summary>
     public long Sequence { get; }
     public int RecipientCount => Slots.Length;
+
+    /// <summary>Scheduler-owned: recipient <paramref name="index"/> is being worked on.</summary>
+    internal ref bool BusyOf(int index) => ref Slots[index].Busy;
+
+    /// <summary>Scheduler-owned: bumped whenever the recipient changes hands (older heap/timer entries are stale).</summary>
+    internal ref int VersionOf(int index) => ref Slots[index].Version;
 
     public DateTimeOffset? FinalizedAt
     {
@@ -123,6 +143,8 @@ internal struct Slot
     public int NotifySent;
     public RecipientStatus Status;
     public bool Reported;
+    public bool Busy;            // scheduler-owned (fits in the padding, like Version)
+    public int Version;          // scheduler-owned
 
     public readonly RecipientState ToState() => new(
         Domain, Route.Schedule, Route.Queue, Status, Attempts,
@@ -141,3 +163,25 @@ internal struct Slot
 
 /// <summary>An interned (schedule, queue) pair: thousands of recipients share one.</summary>
 internal sealed record Route(string Schedule, string Queue);
+
+/// <summary>Queue ids are 16 lowercase hex digits (11 of Unix milliseconds, a 20-bit counter): exactly a ulong.</summary>
+internal static class MessageId
+{
+    public static string Format(ulong key) => key.ToString("x16");
+
+    public static bool TryParse(ReadOnlySpan<char> id, out ulong key)
+    {
+        key = 0;
+        if (id.Length != 16) return false;
+        foreach (var c in id)
+        {
+            int d = c is >= '0' and <= '9' ? c - '0' : c is >= 'a' and <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0) return false;
+            key = (key << 4) | (uint)d;
+        }
+        return true;
+    }
+
+    public static ulong Parse(string id) =>
+        TryParse(id, out var key) ? key : throw new FormatException($"not a queue id: '{id}'");
+}

@@ -405,4 +405,38 @@ public sealed class SchedulerTests
         await Eventually.TrueAsync(() => h.Spool.Find(id) is null);
         Assert.Single(h.Agent.Calls);
     }
+
+    [Fact]
+    public async Task A_wake_that_lands_while_the_loop_drains_its_events_is_not_lost()
+    {
+        // Regression (rare WhenIdleAsync timeouts, a missed timer after a clock jump): the loop cleared the wake
+        // flag before draining its events, so a Wake() landing in between had its token drained in the same pass
+        // while the flag stayed set; every later Wake() (timers, commits, finished work) was swallowed and the
+        // loop never counted as idle again. A posted action that calls Wake() hits that window every time.
+        await using var h = OneQueue(Schedule("default", "default", [M(1)], expiry: new Expiry.Ttl(M(30))));
+        h.Agent.Answer = (_, r) => Greylisted(r);
+        var id = await h.CommitAsync(0, R("a@x.test"));
+        await h.StartAsync();
+        Assert.Single(h.Agent.Calls);
+
+        h.Scheduler.Post(h.Scheduler.Wake);
+        await h.IdleAsync();
+        h.Clock.Advance(M(1));                             // the retry timer only calls Wake()
+        await Eventually.TrueAsync(() => h.Agent.Calls.Count == 2, because: h.Scheduler.DebugState);
+        await h.IdleAsync();
+
+        for (var round = 0; round < 20; round++)           // and the same race from other threads
+        {
+            using var stop = new CancellationTokenSource(TimeSpan.FromMilliseconds(20));
+            await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(() =>
+            {
+                while (!stop.IsCancellationRequested) h.Scheduler.Wake();
+            })));
+            await h.IdleAsync();
+        }
+        h.Agent.Answer = (_, r) => RecipientOutcome.Delivered(r.Address, "mx.test");
+        h.Clock.Advance(M(1));
+        await Eventually.TrueAsync(() => h.Spool.Find(id) is null, because: h.Scheduler.DebugState);
+        Assert.Equal(3, h.Agent.Calls.Count);
+    }
 }

@@ -259,4 +259,30 @@ public sealed class SpoolTests : IDisposable
             if (haystack.AsSpan(i, needle.Length).SequenceEqual(needle)) return i;
         throw new InvalidOperationException("not found");
     }
+
+    [Fact]
+    public async Task Ids_are_kept_as_numbers_yet_found_listed_and_recovered_by_their_text()
+    {
+        var ids = new List<string>();
+        await using (var spool = Open())
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                ids.Add(await Commit(spool, "a@x.test"));
+                _clock.Advance(TimeSpan.FromMilliseconds(1));
+            }
+            Assert.All(ids, id => Assert.Matches("^[0-9a-f]{16}$", id));
+            Assert.Equal(ids[2], spool.Find(ids[2])!.Id);
+            Assert.Null(spool.Find(ids[2].ToUpperInvariant()));
+            Assert.Null(spool.Find("not-a-queue-id"));
+            Assert.Null(spool.Find(""));
+        }
+        await using (var spool = Open())
+        {
+            Assert.Equal(ids, spool.List(null, 10).Select(m => m.Id));
+            Assert.Equal(ids[3..], spool.List(ids[2], 10).Select(m => m.Id));
+            Assert.Equal(ids[1..3], spool.List(ids[0], 2).Select(m => m.Id));
+            Assert.Equal(ids, spool.TakeCommitted(10).Select(m => m.Id));
+        }
+    }
 }
