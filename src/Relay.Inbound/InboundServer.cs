@@ -61,6 +61,9 @@ public sealed class InboundServer : IAsyncDisposable
     public IReadOnlyList<BoundEndPoint> EndPoints =>
         _endpoints.Select(e => new BoundEndPoint(e.Listener, e.Options.IPEndPoint!)).ToList();
 
+    /// <summary>Who hears about sessions, RCPT and end-of-data replies (metrics). Set before <see cref="StartAsync"/>.</summary>
+    public IInboundEvents Events { get => _runtime.Events; set => _runtime.Events = value ?? NoInboundEvents.Instance; }
+
     /// <summary>Test hook: when false, loopback clients are treated like remote ones for the AUTH-needs-TLS rule.</summary>
     internal bool LoopbackIsLocal { get => _runtime.LoopbackIsLocal; set => _runtime.LoopbackIsLocal = value; }
 

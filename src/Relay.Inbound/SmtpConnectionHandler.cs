@@ -19,6 +19,7 @@ internal sealed class SmtpConnectionHandler(InboundRuntime runtime, ListenerRunt
             return;
         }
 
+        runtime.Events.SessionOpened();
         try
         {
             await using var session = new SmtpSession(runtime, listener, connection);
@@ -26,6 +27,7 @@ internal sealed class SmtpConnectionHandler(InboundRuntime runtime, ListenerRunt
         }
         finally
         {
+            runtime.Events.SessionClosed();
             runtime.Leave();
         }
     }

@@ -71,7 +71,10 @@ public sealed class RelayHost : IAsyncDisposable
             scheduler = new QueueScheduler(spool, settings.Queue, agent, reports, clock,
                 loggerFactory.CreateLogger("Relay.Scheduler"));
             scheduler.Start();
-            inbound = new InboundServer(settings, spool, loggerFactory, new SchedulerAdmission(scheduler), clock);
+            inbound = new InboundServer(settings, spool, loggerFactory, new SchedulerAdmission(scheduler), clock)
+            {
+                Events = new MetricsInboundEvents(metrics),
+            };
             await inbound.StartAsync(cancellationToken);
             foreach (var endpoint in inbound.EndPoints)
                 log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
@@ -138,6 +141,15 @@ public sealed class RelayHost : IAsyncDisposable
         await StopAsync();
         await Inbound.DisposeAsync();
         if (Admin is not null) await Admin.DisposeAsync();
+    }
+
+    /// <summary>SMTP listener traffic into the Prometheus counters.</summary>
+    private sealed class MetricsInboundEvents(RelayMetrics metrics) : IInboundEvents
+    {
+        public void SessionOpened() => metrics.SessionOpened();
+        public void SessionClosed() => metrics.SessionClosed();
+        public void RecipientAnswered(int replyCode) => metrics.RecipientAnswered(replyCode);
+        public void MessageAnswered(int replyCode) => metrics.MessageAnswered(replyCode);
     }
 
     /// <summary>Back-pressure at RCPT comes from the scheduler's view of each virtual queue.</summary>

@@ -31,6 +31,9 @@ internal sealed class InboundRuntime(
     /// Tests turn this off to exercise the remote-client rule without leaving loopback.</summary>
     public bool LoopbackIsLocal { get; set; } = true;
 
+    /// <summary>Traffic counters (metrics); set before the server starts.</summary>
+    public IInboundEvents Events { get; set; } = NoInboundEvents.Instance;
+
     /// <summary>Cancelled when the server stops: sessions waiting for a command answer 421 4.3.2.</summary>
     public CancellationToken Stopping => _stopping.Token;
 

@@ -204,7 +204,10 @@ internal sealed partial class SmtpSession
         return true;
     }
 
-    private async ValueTask<SmtpReply> FinishMessageAsync(Transaction transaction)
+    private async ValueTask<SmtpReply> FinishMessageAsync(Transaction transaction) =>
+        Counted(await AcceptMessageAsync(transaction), _runtime.Events.MessageAnswered);
+
+    private async ValueTask<SmtpReply> AcceptMessageAsync(Transaction transaction)
     {
         var message = transaction.Message!;
         var writer = transaction.Writer!;

@@ -139,7 +139,7 @@ internal sealed partial class SmtpSession : IAsyncDisposable
             SmtpVerb.Helo => await HandleHeloAsync(command.Argument, extended: false),
             SmtpVerb.Ehlo => await HandleHeloAsync(command.Argument, extended: true),
             SmtpVerb.Mail => HandleMail(command.Argument),
-            SmtpVerb.Rcpt => HandleRcpt(command.Argument),
+            SmtpVerb.Rcpt => Counted(HandleRcpt(command.Argument), _runtime.Events.RecipientAnswered),
             SmtpVerb.Data => await HandleDataAsync(command.Argument),
             SmtpVerb.Bdat => await HandleBdatAsync(command.Argument),
             SmtpVerb.Rset => await HandleRsetAsync(command.Argument),
@@ -152,6 +152,12 @@ internal sealed partial class SmtpSession : IAsyncDisposable
             SmtpVerb.Auth => await HandleAuthAsync(command.Argument),
             _ => SmtpReplies.UnknownCommand,
         };
+    }
+
+    private static SmtpReply Counted(SmtpReply reply, Action<int> count)
+    {
+        count(reply.Code);
+        return reply;
     }
 
     private async ValueTask<SmtpReply?> HandleRsetAsync(string argument)
