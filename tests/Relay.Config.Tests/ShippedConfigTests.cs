@@ -141,6 +141,7 @@ public class ShippedConfigTests
         Assert.Contains("retry: 30s, 1m, 2m, 5m", lines);
         Assert.Contains("notify: 10m", lines);
         Assert.Contains("expire: 4h", lines);
+        Assert.Contains("route: mx", lines);
 
         (code, output, _) = await Run("route", "--config", Repo("config/config.toml"), "--rcpt", "user@example.org", "--source", "dsn");
         Assert.Equal(0, code);
@@ -162,6 +163,33 @@ public class ShippedConfigTests
             Assert.Contains("schedule: urgent", output);
             (_, output, _) = await Run("route", "--config", path, "--rcpt", "a@b.test", "--sender", "x@app.test", "--header", "X-Kind: news");
             Assert.Contains("schedule: default", output);
+        }
+        finally
+        {
+            dir.Delete(true);
+        }
+    }
+
+    [Fact]
+    public async Task Route_prints_the_delivery_route()
+    {
+        var dir = Directory.CreateTempSubdirectory("relay-route-");
+        try
+        {
+            var path = Path.Combine(dir.FullName, "c.toml");
+            await File.WriteAllTextAsync(path, """
+                [delivery]
+                route = [ { if = "rcpt_domain == 'provider.test'", then = "'provider'" }, { else = "'mx'" } ]
+                [delivery.smart-host.provider]
+                host = "192.0.2.25"
+                port = 2587
+                tls = "none"
+                """ + "\n" + MinimalQueue);
+            var (code, output, _) = await Run("route", "--config", path, "--rcpt", "a@provider.test");
+            Assert.Equal(0, code);
+            Assert.Contains("route: smart-host provider (192.0.2.25:2587)", output);
+            (_, output, _) = await Run("route", "--config", path, "--rcpt", "a@elsewhere.test");
+            Assert.Contains("route: mx", output);
         }
         finally
         {

@@ -67,6 +67,13 @@ public static class RouteCommand
         if (decision.Error is not null)
             stderr.WriteLine($"warning: {decision.Error.Message}; the fallback rule was used");
         Print(stdout, decision.Schedule, priority);
+        // The delivery route ([delivery] route rules): a smart host name, or MX delivery.
+        var route = settings.Delivery.Route?.Select(context) ?? new RouteDecision(null, null);
+        if (route.Error is not null)
+            stderr.WriteLine($"warning: {route.Error.Message}; the fallback route was used");
+        stdout.WriteLine(route.SmartHost is { } smartHost && settings.Delivery.SmartHosts.TryGetValue(smartHost, out var host)
+            ? $"route: smart-host {smartHost} ({host.Host}:{host.Port})"
+            : "route: mx");
         return 0;
     }
 
