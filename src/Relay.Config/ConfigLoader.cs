@@ -62,6 +62,22 @@ public static class ConfigLoader
         return errors.Errors.Count > 0 ? new(null, errors.Errors) : new(settings, []);
     }
 
+    /// <summary>A rate "count/duration" such as "100/1m" or "5/s" (a bare unit means one of it).</summary>
+    public static bool TryParseRate(string text, out int count, out TimeSpan window)
+    {
+        window = TimeSpan.Zero;
+        var slash = text.IndexOf('/');
+        if (slash <= 0 || !int.TryParse(text.AsSpan(0, slash).Trim(), System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out count) || count <= 0)
+        {
+            count = 0;
+            return false;
+        }
+        var duration = text[(slash + 1)..].Trim();
+        if (duration.Length > 0 && !char.IsAsciiDigit(duration[0])) duration = "1" + duration;
+        return Section.TryParseDuration(duration, out window) && window > TimeSpan.Zero;
+    }
+
     /// <summary>Parses a duration string ("30s", "2m", "1h30m"); throws <see cref="FormatException"/> when invalid.</summary>
     public static TimeSpan ParseDuration(string text) =>
         Section.TryParseDuration(text, out var d) ? d : throw new FormatException($"'{text}' is not a duration");
@@ -215,16 +231,10 @@ public static class ConfigLoader
                 {
                     var text = r.String(domain);
                     if (text is null) continue;
-                    var slash = text.IndexOf('/');
-                    if (slash > 0 && int.TryParse(text[..slash].Trim(), out var count) && count > 0)
+                    if (TryParseRate(text, out var count, out var window))
                     {
-                        var window = text[(slash + 1)..].Trim();
-                        if (window.Length > 0 && !char.IsAsciiDigit(window[0])) window = "1" + window;
-                        if (Section.TryParseDuration(window, out var span) && span > TimeSpan.Zero)
-                        {
-                            rates[domain] = (count, span);
-                            continue;
-                        }
+                        rates[domain] = (count, window);
+                        continue;
                     }
                     r.Error(domain, $"'{text}' is not a rate like \"100/1m\" (count/duration)");
                 }

@@ -1,6 +1,5 @@
 // DeliveryOptions: the [delivery] keys that Relay.Config does not read yet (limits, pooling, TLS policy,
 // smart-host routes). Defaults are the documented ones; README.md lists the TOML keys proposed for each.
-using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Relay.Config.Strategy;
 using Relay.Scheduler;
@@ -141,28 +140,12 @@ public readonly record struct RateLimit(int Count, TimeSpan Window)
         return rate;
     }
 
+    /// <summary>The config file's rate grammar (<see cref="Relay.Config.ConfigLoader.TryParseRate"/>).</summary>
     public static bool TryParse(string text, out RateLimit rate)
     {
-        rate = default;
-        var slash = text.IndexOf('/');
-        if (slash <= 0 || !int.TryParse(text.AsSpan(0, slash).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var count) || count <= 0)
-            return false;
-        var unit = text[(slash + 1)..].Trim();
-        var digits = 0;
-        while (digits < unit.Length && char.IsAsciiDigit(unit[digits])) digits++;
-        var amount = digits == 0 ? 1 : int.Parse(unit.AsSpan(0, digits), CultureInfo.InvariantCulture);
-        TimeSpan? window = unit[digits..] switch
-        {
-            "ms" => TimeSpan.FromMilliseconds(amount),
-            "s" => TimeSpan.FromSeconds(amount),
-            "m" => TimeSpan.FromMinutes(amount),
-            "h" => TimeSpan.FromHours(amount),
-            "d" => TimeSpan.FromDays(amount),
-            _ => null,
-        };
-        if (window is not { } w || w <= TimeSpan.Zero) return false;
-        rate = new RateLimit(count, w);
-        return true;
+        var ok = Relay.Config.ConfigLoader.TryParseRate(text, out var count, out var window);
+        rate = ok ? new RateLimit(count, window) : default;
+        return ok;
     }
 
     public override string ToString() => $"{Count}/{Window}";

@@ -183,13 +183,11 @@ internal sealed partial class Section(TomlTableNode node, string path, ErrorSink
     /// <summary>An "ip:port" endpoint; <paramref name="defaultPort"/> applies when the port is left out.</summary>
     public IPEndPoint? ParseEndpoint(string key, string text, int? defaultPort)
     {
+        // IPEndPoint.TryParse accepts a bare address as port 0; only an explicit ":0" means port 0.
         if (IPEndPoint.TryParse(text, out var ep) && (ep.Port != 0 || text.EndsWith(":0", StringComparison.Ordinal)))
-        {
-            if (ep.Port == 0 && defaultPort is null) return ep;
-            return ep.Port == 0 && defaultPort is { } p0 ? new IPEndPoint(ep.Address, p0) : ep;
-        }
-        if (defaultPort is { } p && IPAddress.TryParse(text.Trim('[', ']'), out var ip))
-            return new IPEndPoint(ip, p);
+            return ep;
+        if (defaultPort is { } port && IPAddress.TryParse(text.Trim('[', ']'), out var ip))
+            return new IPEndPoint(ip, port);
         Error(key, $"'{text}' is not an ip:port address (e.g. \"127.0.0.1:2525\", \"[::1]:2525\")");
         return null;
     }

@@ -204,8 +204,12 @@ internal sealed partial class SmtpSession
         return true;
     }
 
-    private async ValueTask<SmtpReply> FinishMessageAsync(Transaction transaction) =>
-        Counted(await AcceptMessageAsync(transaction), _runtime.Events.MessageAnswered);
+    private async ValueTask<SmtpReply> FinishMessageAsync(Transaction transaction)
+    {
+        var reply = await AcceptMessageAsync(transaction);
+        _runtime.Events.MessageAnswered(reply.Code);
+        return reply;
+    }
 
     private async ValueTask<SmtpReply> AcceptMessageAsync(Transaction transaction)
     {

@@ -139,7 +139,7 @@ internal sealed partial class SmtpSession : IAsyncDisposable
             SmtpVerb.Helo => await HandleHeloAsync(command.Argument, extended: false),
             SmtpVerb.Ehlo => await HandleHeloAsync(command.Argument, extended: true),
             SmtpVerb.Mail => HandleMail(command.Argument),
-            SmtpVerb.Rcpt => Counted(HandleRcpt(command.Argument), _runtime.Events.RecipientAnswered),
+            SmtpVerb.Rcpt => AnsweredRcpt(HandleRcpt(command.Argument)),
             SmtpVerb.Data => await HandleDataAsync(command.Argument),
             SmtpVerb.Bdat => await HandleBdatAsync(command.Argument),
             SmtpVerb.Rset => await HandleRsetAsync(command.Argument),
@@ -154,9 +154,9 @@ internal sealed partial class SmtpSession : IAsyncDisposable
         };
     }
 
-    private static SmtpReply Counted(SmtpReply reply, Action<int> count)
+    private SmtpReply AnsweredRcpt(SmtpReply reply)
     {
-        count(reply.Code);
+        _runtime.Events.RecipientAnswered(reply.Code);
         return reply;
     }
 
