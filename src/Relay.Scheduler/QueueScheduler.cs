@@ -318,7 +318,7 @@ public sealed class QueueScheduler : IAsyncDisposable
         var states = group.Select(i => job.GetRecipient(i)).ToArray();
         StartWork(async ct =>
         {
-            var failed = false;
+            bool failed = false, completed = false;
             try
             {
                 var envelope = await _spool.ReadEnvelopeAsync(id, ct);
@@ -351,7 +351,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                     _log.Outcome(id, address, change.Status.ToString().ToLowerInvariant(), change.Attempts, change.NextAttemptAt,
                                  $"{outcome.Code} {outcome.EnhancedStatus} {outcome.Text}");
                 }
-                await SettleAsync(job, envelope, changes, ct, attempted);
+                completed = await SettleAsync(job, envelope, changes, ct, attempted);
             }
             catch (SpoolCorruptException)
             {
@@ -365,7 +365,8 @@ public sealed class QueueScheduler : IAsyncDisposable
             return () =>
             {
                 queue.SlotFreed();
-                Release(job, group, failed);
+                if (completed) Completed(job, group);
+                else Release(job, group, failed);
             };
         }, onCancel: () => queue.SlotFreed());
     }
@@ -373,23 +374,36 @@ public sealed class QueueScheduler : IAsyncDisposable
     private Func<CancellationToken, ValueTask<Stream>> OpenContent(string id) => ct => _spool.OpenContentAsync(id, ct);
 
     /// <summary>
-    /// Makes new states durable, then hands final ones to the DSN stage, then records that they were reported.
-    /// A crash between the steps re-reports at the next start (a DSN may repeat; one is never lost).
+    /// Hands final recipients to the DSN stage, then makes the new states durable — marked reported, and the
+    /// message completed when nothing is left — in ONE journal commit (Postfix's order too: the bounce/defer
+    /// log is written before the queue file is updated). A crash in between repeats the attempt and the report
+    /// at the next start (a delivery or DSN may repeat; none is lost). When the DSN stage throws, the states are
+    /// written unreported and a ReportRetry timer reports them later.
     /// </summary>
     /// <param name="attempted">The attempt that just ended, per recipient index (in memory only: a report
     /// repeated later, or after a restart, lacks it and the DSN stage says <c>delivered</c> and uses the report time).</param>
-    private async Task SettleAsync(Job job, MessageEnvelope envelope, List<RecipientChange> changes, CancellationToken ct,
-                                   IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
+    /// <returns>True when the spool completed the message (removed, or kept as a dead letter).</returns>
+    private async Task<bool> SettleAsync(Job job, MessageEnvelope envelope, List<RecipientChange> changes, CancellationToken ct,
+                                         IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
     {
-        var id = job.Id;
-        await _spool.UpdateRecipientsAsync(id, changes, ct);
         var finals = changes.Where(c => c.Status != RecipientStatus.Pending).ToList();
-        if (finals.Count == 0) return;
-        await ReportFinalAsync(job, envelope, finals, ct, attempted);
+        if (finals.Count > 0 && await TryReportFinalAsync(job, envelope, finals, ct, attempted))
+        {
+            for (var k = 0; k < changes.Count; k++)
+                if (changes[k].Status != RecipientStatus.Pending) changes[k] = changes[k] with { FinalReported = true };
+        }
+        return await _spool.SettleAsync(job.Id, changes, ct);
     }
 
-    private async Task ReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct,
-                                        IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
+    /// <summary>Reports recipients whose final state is already durable, then records that they were reported.</summary>
+    private async Task ReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct)
+    {
+        if (await TryReportFinalAsync(job, envelope, finals, ct))
+            await _spool.UpdateRecipientsAsync(job.Id, finals.Select(c => c with { FinalReported = true }).ToList(), ct);
+    }
+
+    private async Task<bool> TryReportFinalAsync(Job job, MessageEnvelope envelope, List<RecipientChange> finals, CancellationToken ct,
+                                                 IReadOnlyDictionary<int, ReportedAttempt>? attempted = null)
     {
         var id = job.Id;
         var report = new DeliveryReport(id, envelope, finals.Select(c =>
@@ -404,9 +418,9 @@ public sealed class QueueScheduler : IAsyncDisposable
         catch (Exception e) when (e is not OperationCanceledException)
         {
             _log.ReportFailed(id, e.Message);
-            return;   // stays unreported; retried by a ReportRetry timer
+            return false;   // stays unreported; retried by a ReportRetry timer
         }
-        await _spool.UpdateRecipientsAsync(id, finals.Select(c => c with { FinalReported = true }).ToList(), ct);
+        return true;
     }
 
     // ---------------------------------------------------------------- expiry, notify, reports
@@ -445,7 +459,7 @@ public sealed class QueueScheduler : IAsyncDisposable
         var schedules = touched.ToDictionary(i => i, i => Schedule(states[i].Schedule, states[i].Queue));
         StartWork(async ct =>
         {
-            var failed = false;
+            bool failed = false, completed = false;
             try
             {
                 var envelope = await _spool.ReadEnvelopeAsync(id, ct);
@@ -476,7 +490,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                     var attempted = new Dictionary<int, ReportedAttempt>();
                     foreach (var i in expire)
                         if (RecipientPolicy.LastAttemptAt(states[i], schedules[i]) is { } last) attempted[i] = new ReportedAttempt(false, last);
-                    await SettleAsync(job, envelope, changes, ct, attempted);
+                    completed = await SettleAsync(job, envelope, changes, ct, attempted);
                 }
             }
             catch (SpoolCorruptException)
@@ -488,7 +502,7 @@ public sealed class QueueScheduler : IAsyncDisposable
                 _log.SettleFailed(id, e.Message);
                 failed = true;
             }
-            return () => Release(job, touched, failed);
+            return completed ? () => Completed(job, touched) : () => Release(job, touched, failed);
         });
     }
 
@@ -570,12 +584,24 @@ public sealed class QueueScheduler : IAsyncDisposable
                 _log.SettleFailed(id, e.Message);
                 return () => job.Completing = false;   // tried again when anything next happens to it
             }
-            return () =>
-            {
-                job.Gone = true;
-                _jobCount--;
-            };
+            return () => Completed(job);
         });
+    }
+
+    /// <summary>On the loop: the spool completed the message; forget it (its busy marks too: a dead letter can be re-queued).</summary>
+    private void Completed(Job job, List<int>? busy = null)
+    {
+        if (busy is not null)
+        {
+            foreach (var i in busy)
+            {
+                job.BusyOf(i) = false;
+                job.BusyCount--;
+                job.VersionOf(i)++;
+            }
+        }
+        job.Gone = true;
+        _jobCount--;
     }
 
     private void Quarantined(Job job, VirtualQueue? queue)

@@ -412,18 +412,61 @@ public sealed class FileSpool : ISpoolStore
         lock (_gate)
         {
             if (!TryGet(id, out var m)) return;
-            foreach (var c in changes)
-            {
-                if ((uint)c.Index >= (uint)m.Slots.Length) throw new ArgumentOutOfRangeException(nameof(changes), $"recipient {c.Index} of {id}");
-                ref var s = ref m.Slots[c.Index];
-                var wasPending = s.Status == RecipientStatus.Pending;
-                s.Apply(c);
-                var isPending = s.Status == RecipientStatus.Pending;
-                if (wasPending != isPending) PendingBox(s.Route.Queue).Value += isPending ? 1 : -1;
-            }
+            ApplyChanges(m, id, changes);
             durable = _journal.Append(JournalRecords.Update(id, changes), null);
         }
         await durable;
+    }
+
+    private void ApplyChanges(SpooledMessage m, string id, IReadOnlyList<RecipientChange> changes)
+    {
+        // Under _gate.
+        foreach (var c in changes)
+        {
+            if ((uint)c.Index >= (uint)m.Slots.Length) throw new ArgumentOutOfRangeException(nameof(changes), $"recipient {c.Index} of {id}");
+            ref var s = ref m.Slots[c.Index];
+            var wasPending = s.Status == RecipientStatus.Pending;
+            s.Apply(c);
+            var isPending = s.Status == RecipientStatus.Pending;
+            if (wasPending != isPending) PendingBox(s.Route.Queue).Value += isPending ? 1 : -1;
+        }
+    }
+
+    public async ValueTask<bool> SettleAsync(string id, IReadOnlyList<RecipientChange> changes, CancellationToken cancellationToken)
+    {
+        Task durable;
+        bool completed, keep = false;
+        lock (_gate)
+        {
+            if (!TryGet(id, out var m)) return false;
+            ApplyChanges(m, id, changes);
+            completed = m.FinalizedTicks == 0 && m.Slots.All(s => s.Status != RecipientStatus.Pending && s.Reported);
+            if (!completed)
+            {
+                durable = _journal.Append(JournalRecords.Update(id, changes), null);
+            }
+            else
+            {
+                keep = m.Slots.Any(s => s.Status is RecipientStatus.Failed or RecipientStatus.Expired);
+                if (keep)
+                {
+                    // The dead letter keeps its reasons: the state and the dead-letter mark share one group commit.
+                    m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
+                    _deadLetters.Enqueue(m);
+                    _journal.Append(JournalRecords.Update(id, changes), null);
+                    durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
+                }
+                else
+                {
+                    // Delivered and reported everywhere: the removal alone says it all.
+                    Forget(m);
+                    durable = _journal.Append(JournalRecords.Remove(id), null);
+                }
+            }
+        }
+        await durable;
+        if (completed && !keep) DeleteFile(id);
+        return completed;
     }
 
     public async ValueTask CompleteAsync(string id, CancellationToken cancellationToken)

@@ -44,6 +44,12 @@ public interface ISpoolStore : IMessageSpool, IAsyncDisposable
     ValueTask UpdateRecipientsAsync(string id, IReadOnlyList<RecipientChange> changes, CancellationToken cancellationToken);
 
     /// <summary>
+    /// <see cref="UpdateRecipientsAsync"/>, and when every recipient is then final and reported, also
+    /// <see cref="CompleteAsync"/> — in one durable commit. Returns true when the message was completed.
+    /// </summary>
+    ValueTask<bool> SettleAsync(string id, IReadOnlyList<RecipientChange> changes, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Every recipient is final and reported: removes the message, or keeps it as a dead letter for the
     /// retention period when any recipient failed or expired.
     /// </summary>

@@ -227,6 +227,40 @@ public sealed class SpoolTests : IDisposable
     }
 
     [Fact]
+    public async Task Settle_completes_in_one_commit_only_when_every_recipient_is_final_and_reported_and_survives_reopen()
+    {
+        string delivered, failed, partial;
+        await using (var spool = Open())
+        {
+            delivered = await Commit(spool, "a@x.test");
+            failed = await Commit(spool, "b@x.test", "c@x.test");
+            partial = await Commit(spool, "d@x.test", "e@x.test");
+
+            Assert.True(await spool.SettleAsync(delivered, [new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, true)], default));
+            Assert.True(await spool.SettleAsync(failed, [
+                new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, true),
+                new RecipientChange(1, RecipientStatus.Failed, 1, null, new DeliveryError(550, "5.1.1", "no such user", "mx.test"), 0, true)], default));
+            // One recipient final but unreported, the other still pending: nothing completes.
+            Assert.False(await spool.SettleAsync(partial, [new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, false)], default));
+
+            Assert.Null(spool.Find(delivered));
+            Assert.False(File.Exists(Path.Combine(Root, "msg", delivered[^1].ToString(), delivered)));
+            Assert.NotNull(spool.Find(failed)!.FinalizedAt);
+        }
+
+        await using var reopened = Open();
+        Assert.Null(reopened.Find(delivered));
+        var dead = reopened.Find(failed)!;
+        Assert.NotNull(dead.FinalizedAt);
+        Assert.Equal(new DeliveryError(550, "5.1.1", "no such user", "mx.test"), dead.GetRecipient(1).LastError);
+        var open = reopened.Find(partial)!;
+        Assert.Null(open.FinalizedAt);
+        Assert.Equal(RecipientStatus.Delivered, open.GetRecipient(0).Status);
+        Assert.False(open.GetRecipient(0).FinalReported);
+        Assert.Equal(1, reopened.CountPending("default"));
+    }
+
+    [Fact]
     public async Task Concurrent_commits_share_journal_fsyncs()
     {
         await using var spool = Open();
