@@ -102,7 +102,8 @@ public sealed class Harness : IAsyncDisposable
     {
         Clock = new FakeTimeProvider(Envelopes.Epoch);
         Spool = FileSpool.Open(Path.Combine(_dir.Path, "spool"), new FileSpoolOptions(), Clock);
-        Log = DeliveryEventLog.Open(Path.Combine(_dir.Path, "spool", "events"), new DeliveryEventLogOptions { PurgeInterval = null }, Clock, Spool);
+        EventsDirectory = Path.Combine(_dir.Path, "spool", "events");
+        Log = DeliveryEventLog.Open(EventsDirectory, new DeliveryEventLogOptions { PurgeInterval = null }, Clock, Spool);
         Agent = new ScriptedAgent();
         Reports = new RecordingReports();
         Scheduler = new QueueScheduler(Spool,
@@ -117,6 +118,7 @@ public sealed class Harness : IAsyncDisposable
         new("default", "default", retry, notify ?? [], expiry ?? new Expiry.Ttl(TimeSpan.FromDays(5)), null);
 
     public FakeTimeProvider Clock { get; }
+    public string EventsDirectory { get; }
     public FileSpool Spool { get; }
     public DeliveryEventLog Log { get; }
     public ScriptedAgent Agent { get; }
