@@ -602,7 +602,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
     {
         try
         {
-            if (_active!.Length >= _options.SegmentBytes) OpenSegment(_segments[^1].No + 1, _lastWrittenSeq);
+            if (_active!.Length >= _options.SegmentBytes) OpenSegment(NextSegmentNo(), _lastWrittenSeq);
             var start = _active!.Length;
             _active.Write(batch.Buffer.WrittenSpan);
             _active.Flush(flushToDisk: true);
@@ -634,9 +634,14 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
             }
             batch.Done.TrySetException(new IOException("event log write failed: " + e.Message, e));
             // The segment may now end in a torn record; continue in a fresh one (replay skips the tear).
-            try { OpenSegment(_segments[^1].No + 1, _lastWrittenSeq); }
+            try { OpenSegment(NextSegmentNo(), _lastWrittenSeq); }
             catch (Exception e2) { _log.WriteFailed("cannot open a new segment: " + e2.Message); }
         }
+    }
+
+    private long NextSegmentNo()
+    {
+        lock (_gate) return _segments[^1].No + 1;   // the purge may be removing the oldest entry meanwhile
     }
 
     private async Task PurgeInBackgroundAsync()

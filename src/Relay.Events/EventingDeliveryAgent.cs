@@ -41,12 +41,13 @@ public sealed class EventingDeliveryAgent(IDeliveryAgent inner, DeliveryEventLog
         {
             var o = outcomes.FirstOrDefault(x => string.Equals(x.Address, r.Address, StringComparison.OrdinalIgnoreCase))
                     ?? RecipientOutcome.Temporary(r.Address, 451, "4.4.0", "no outcome reported for this recipient");
-            if (o.Kind != OutcomeKind.Temporary)
+            if (o.Kind == OutcomeKind.Delivered)
             {
-                // The final report carries the spool's state, not the reply: keep it for the final event.
+                // The final report carries the spool's state, which has no reply for a delivery: keep it for the event.
                 log.RememberOutcome(request.MessageId, r.Index, o);
                 continue;
             }
+            if (o.Kind == OutcomeKind.Permanent) continue;   // "failed" comes with the final report (its LastError is this reply)
             events.Add(new StoredEvent
             {
                 Type = DeliveryEventType.Deferred, Rcpt = r.Index, Address = r.Address, At = now, Attempt = r.Attempt,
