@@ -88,6 +88,28 @@ public sealed class EventLogTests : IDisposable
     }
 
     [Fact]
+    public async Task A_damaged_record_in_the_middle_is_skipped_and_the_rest_is_kept()
+    {
+        var env = Envelopes.Api("0000000000000001");
+        await using (var log = Open())
+        {
+            await log.MessageAcceptedAsync(env, CancellationToken.None);
+            await log.AppendAsync(env, [Deferred(0, 1, "first-attempt")]);
+            await log.AppendAsync(env, [Deferred(0, 2, "second")]);
+        }
+        var segment = Directory.GetFiles(EventsDir, "*.events").Order().Last(f => new FileInfo(f).Length > 16);
+        var bytes = await File.ReadAllBytesAsync(segment);
+        var at = System.Text.Encoding.ASCII.GetString(bytes).IndexOf("first-attempt", StringComparison.Ordinal);
+        bytes[at] ^= 0xFF;   // bit rot inside the second record
+        await File.WriteAllBytesAsync(segment, bytes);
+
+        await using var reopened = Open();
+        var status = await reopened.FindAsync(env.Id, CancellationToken.None);
+        Assert.Equal(["accepted", "deferred"], status!.Events.Select(e => e.Type));
+        Assert.Equal((2, "450 4.2.0 second"), (status.Recipients[0].Attempts, status.Recipients[0].LastReply));
+    }
+
+    [Fact]
     public async Task Concurrent_appends_share_fsyncs_and_files_are_private()
     {
         await using var log = Open();

@@ -195,6 +195,8 @@ public sealed class WebhookReceiver : IAsyncDisposable
 
     public ConcurrentQueue<WebhookCall> Calls { get; } = new();
     public Func<long, int> Answer { get; set; } = _ => 200;
+    /// <summary>When set, awaited before answering (given the request's abort token): a slow or hung receiver.</summary>
+    public Func<long, CancellationToken, Task>? Hold { get; set; }
     public int Port { get; private set; }
     public Uri Url => new($"http://127.0.0.1:{Port}/hook");
 
@@ -213,6 +215,15 @@ public sealed class WebhookReceiver : IAsyncDisposable
             using var ms = new MemoryStream();
             await ctx.Request.Body.CopyToAsync(ms);
             var id = long.Parse(ctx.Request.Headers["X-Relay-Event-Id"].ToString());
+            if (receiver.Hold is { } hold)
+            {
+                try { await hold(id, ctx.RequestAborted); }
+                catch (OperationCanceledException)
+                {
+                    receiver.Calls.Enqueue(new WebhookCall(id, "", ms.ToArray(), 0));   // the sender gave up on it
+                    return;
+                }
+            }
             var status = receiver.Answer(id);
             receiver.Calls.Enqueue(new WebhookCall(id, ctx.Request.Headers["X-Relay-Signature"].ToString(), ms.ToArray(), status));
             ctx.Response.StatusCode = status;

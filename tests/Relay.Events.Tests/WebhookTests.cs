@@ -129,4 +129,25 @@ public sealed class WebhookTests : IDisposable
         Assert.All(receiver.Calls, c => Assert.True(c.SignatureValid(Secret)));
         Assert.Equal(EventFiles.FileMode600, File.GetUnixFileMode(Directory.GetFiles(Path.Combine(EventsDir, "webhooks")).Single()));
     }
+
+    [Fact]
+    public async Task A_receiver_that_does_not_answer_in_time_is_retried()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var first = true;
+        receiver.Hold = async (_, aborted) =>
+        {
+            if (!Interlocked.Exchange(ref first, false)) return;
+            await Task.Delay(Timeout.Infinite, aborted);   // hangs until the sender's timeout aborts the request
+        };
+        await using var log = OpenLog();
+        var options = new WebhookOptions { InitialBackoff = TimeSpan.FromMilliseconds(20), MaxBackoff = TimeSpan.FromMilliseconds(50), RequestTimeout = TimeSpan.FromMilliseconds(300) };
+        await using var dispatcher = new WebhookDispatcher(log, [new WebhookTarget("shop", receiver.Url, Secret)], options);
+        await dispatcher.StartAsync(CancellationToken.None);
+        await log.MessageAcceptedAsync(Envelopes.Api("0000000000000001"), CancellationToken.None);
+
+        await Eventually.TrueAsync(() => receiver.Accepted.Count == 1);
+        Assert.Equal([0, 200], receiver.Calls.Select(c => c.Answered));   // the hung try, then the retry
+        await Eventually.TrueAsync(() => dispatcher.AcknowledgedSequence("shop") == 1);
+    }
 }
