@@ -30,6 +30,9 @@ public sealed class DeliveryEventLogOptions
 
     /// <summary>How often the background purge runs (null = never; tests call <see cref="DeliveryEventLog.PurgeAsync"/>).</summary>
     public TimeSpan? PurgeInterval { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Test hook: return an exception to make the next batch write fail (as a disk error would).</summary>
+    internal Func<Exception?>? Fault { get; init; }
 }
 
 public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, IAsyncDisposable
@@ -602,6 +605,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
     {
         try
         {
+            if (_options.Fault?.Invoke() is { } fault) throw fault;
             if (_active!.Length >= _options.SegmentBytes) OpenSegment(NextSegmentNo(), _lastWrittenSeq);
             var start = _active!.Length;
             _active.Write(batch.Buffer.WrittenSpan);

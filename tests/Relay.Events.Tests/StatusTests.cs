@@ -164,4 +164,24 @@ public sealed class StatusTests
         Assert.Equal(before.Events, after.Events);
         Assert.Equal((before.FinishedAt, before.AcceptedAt, before.Sender), (after.FinishedAt, after.AcceptedAt, after.Sender));
     }
+
+    [Fact]
+    public async Task When_the_log_cannot_write_a_final_event_the_scheduler_repeats_the_report_and_it_is_recorded_then()
+    {
+        var failing = 0;   // 1 = the next batch write fails
+        await using var h = new Harness(Harness.Schedule([M(10)]), () => Interlocked.Exchange(ref failing, 0) == 1 ? new IOException("disk full") : null);
+        h.Agent.Answer = r => RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
+        var id = await h.SubmitAsync(recipients: ["a@x.test"]);
+        Interlocked.Exchange(ref failing, 1);   // the final report's events hit the disk error
+        await h.StartAsync();
+
+        Assert.Equal(["accepted"], (await h.StatusAsync(id)).Events.Select(e => e.Type));
+        await h.AdvanceAsync(M(2), M(1));       // the scheduler retries an unfinished report
+
+        var status = await h.StatusAsync(id);
+        Assert.Equal(["accepted", "failed", "bounced"], status.Events.Select(e => e.Type));
+        Assert.Equal("failed", status.Recipients[0].State);
+        Assert.Equal(2, h.Reports.Final.Count);   // the cost: the DSN stage saw the report twice
+        Assert.True(status.Events[1].Sequence > 3, "sequence numbers of the failed write are not reused");
+    }
 }

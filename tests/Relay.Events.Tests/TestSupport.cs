@@ -98,12 +98,12 @@ public sealed class Harness : IAsyncDisposable
 {
     private readonly TempDir _dir = new();
 
-    public Harness(ScheduleSettings schedule)
+    public Harness(ScheduleSettings schedule, Func<Exception?>? logFault = null)
     {
         Clock = new FakeTimeProvider(Envelopes.Epoch);
         Spool = FileSpool.Open(Path.Combine(_dir.Path, "spool"), new FileSpoolOptions(), Clock);
         EventsDirectory = Path.Combine(_dir.Path, "spool", "events");
-        Log = DeliveryEventLog.Open(EventsDirectory, new DeliveryEventLogOptions { PurgeInterval = null }, Clock, Spool);
+        Log = DeliveryEventLog.Open(EventsDirectory, new DeliveryEventLogOptions { PurgeInterval = null, Fault = logFault }, Clock, Spool);
         Agent = new ScriptedAgent();
         Reports = new RecordingReports();
         Scheduler = new QueueScheduler(Spool,
