@@ -14,6 +14,7 @@
 #              p50/p95/p99 from the 250 to arrival
 #   realistic  e2e against a sink that takes 50 ms per message, answers 4xx once to 5 % and 5xx to 2 %
 #              of recipients; DSNs to a DSN sink; msg/s until every message is delivered or bounced
+# BENCH_KEEP=1 keeps the temp dir (configs, relay.log, Postfix maillog, sink logs) for debugging.
 # Counts: BENCH_INGEST_N BENCH_E2E_N BENCH_E2E_SESSIONS BENCH_BACKLOG BENCH_URGENT BENCH_REAL_N.
 # Nothing leaves 127.0.0.1 and nothing is looked up in DNS: Relay routes every domain to a smart host
 # at 127.0.0.1 ([resolver] points at a dead loopback port), Postfix uses [127.0.0.1]:port next hops
@@ -54,7 +55,7 @@ cleanup() {
     for pf in "${POSTFIX_DIRS[@]:-}"; do [ -n "$pf" ] && stop_postfix "$pf"; done
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait_gone "$p" 5 && continue; [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $TMP (configs, relay.log, Postfix maillog, sink logs)"; else rm -rf "$TMP"; fi
     exit $rc
 }
 trap cleanup EXIT

@@ -50,6 +50,8 @@ maillog_file_prefixes = $pf
 maillog_file = $pf/maillog
 default_process_limit = 200
 smtpd_client_connection_count_limit = 0
+alias_maps =
+alias_database =
 $extra
 CF
     chown -R postfix "$pf/data"
