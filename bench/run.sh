@@ -14,6 +14,7 @@
 #              p50/p95/p99 from the 250 to arrival
 #   realistic  e2e against a sink that takes 50 ms per message, answers 4xx once to 5 % and 5xx to 2 %
 #              of recipients; DSNs to a DSN sink; msg/s until every message is delivered or bounced
+# BENCH_POSTFIX_EXTRA: main.cf lines appended to every private Postfix (experiments only).
 # BENCH_KEEP=1 keeps the temp dir (configs, relay.log, Postfix maillog, sink logs) for debugging.
 # Counts: BENCH_INGEST_N BENCH_E2E_N BENCH_E2E_SESSIONS BENCH_BACKLOG BENCH_URGENT BENCH_REAL_N.
 # Nothing leaves 127.0.0.1 and nothing is looked up in DNS: Relay routes every domain to a smart host
@@ -61,10 +62,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
-log "machine: $(nproc) cores, $(free -m | awk '/^Mem:/{print $2}') MiB, load $(cut -d' ' -f1-3 /proc/loadavg); temp dir $TMP"
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+command -v dotnet >/dev/null 2>&1 || { echo "needs the .NET 10 SDK (dotnet) on PATH" >&2; exit 1; }
 ensure_postfix_tools
 ensure_python
+log "machine: $(nproc) cores, $(free -m | awk '/^Mem:/{print $2}') MiB, load $(cut -d' ' -f1-3 /proc/loadavg); temp dir $TMP"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 PY=$(command -v python3)
 SINK="$PY $ROOT/bench/tools/sink.py"
 

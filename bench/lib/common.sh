@@ -18,11 +18,15 @@ ensure_postfix_tools() {
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
 }
-# The sinks and the urgent sender are small standard-library Python programs (bench/tools).
+# The sinks and the urgent sender are small standard-library Python programs (bench/tools); pgrep
+# and free come from procps, which slim images leave out.
 ensure_python() {
-    command -v python3 >/dev/null 2>&1 && return 0
-    echo "installing python3" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+    local missing=()
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    command -v pgrep >/dev/null 2>&1 && command -v free >/dev/null 2>&1 || missing+=(procps)
+    [ ${#missing[@]} = 0 ] && return 0
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 # start_private_postfix DIR PORT EXTRA_MAIN_CF: a Postfix instance with its own config, queue and
@@ -53,6 +57,7 @@ smtpd_client_connection_count_limit = 0
 alias_maps =
 alias_database =
 $extra
+${BENCH_POSTFIX_EXTRA:-}
 CF
     chown -R postfix "$pf/data"
     # postfix(1) reports fatal errors only to syslog or a terminal: give it a terminal.
