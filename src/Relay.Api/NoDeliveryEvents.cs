@@ -1,0 +1,16 @@
+// NoDeliveryEvents: a stand-in for the delivery-event stage until it is wired in: records nothing and knows
+// no message, so GET /api/v1/messages/{id} answers 404.
+using Relay.Events;
+using Relay.Spool;
+
+namespace Relay.Api;
+
+public sealed class NoDeliveryEvents : IAcceptedMessages, IMessageStatusSource
+{
+    public static readonly NoDeliveryEvents Instance = new();
+
+    public ValueTask MessageAcceptedAsync(MessageEnvelope envelope, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask<MessageStatusView?> FindAsync(string messageId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<MessageStatusView?>(null);
+}
