@@ -145,6 +145,8 @@ public sealed class ApiServer : IAsyncDisposable
         try
         {
             await next(context);
+            // Routing refuses a body that is not JSON by itself (415, no body): say why, like every other error.
+            if (context.Response.StatusCode == 415 && !context.Response.HasStarted) await WriteAsync(context, UnsupportedMediaType);
         }
         catch (Exception e) when (!context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted)
         {
@@ -318,7 +320,7 @@ public sealed class ApiServer : IAsyncDisposable
     {
         var mediaType = context.Request.ContentType?.Split(';')[0].Trim();
         if (!string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase))
-            return ([], ApiOutcome.Problem(415, "unsupported-media-type", "Unsupported media type", "send the request as Content-Type: application/json"));
+            return ([], UnsupportedMediaType);
         if (context.Request.ContentLength is { } declared && declared > limit)
             return ([], TooLarge(limit));
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } feature) feature.MaxRequestBodySize = null;
@@ -332,6 +334,9 @@ public sealed class ApiServer : IAsyncDisposable
         }
         return (buffer.ToArray(), null);
     }
+
+    private static readonly ApiOutcome UnsupportedMediaType =
+        ApiOutcome.Problem(415, "unsupported-media-type", "Unsupported media type", "send the request as Content-Type: application/json");
 
     private static ApiOutcome TooLarge(long limit) =>
         ApiOutcome.Problem(413, "request-too-large", "Request too large", $"the request body is over {limit} bytes for this client's max-message-size");
