@@ -17,6 +17,8 @@ internal sealed partial class TemplateStore(string? path)
 {
     private static readonly FluidParser Parser = new();
     private static readonly TemplateOptions Options = CreateOptions();
+    // Escapes what HTML needs (<, >, &, quotes) but leaves letters like ë alone: the part is UTF-8 anyway.
+    private static readonly HtmlEncoder Html = HtmlEncoder.Create(System.Text.Unicode.UnicodeRanges.All);
     private readonly ConcurrentDictionary<string, (DateTime Modified, IFluidTemplate Template)> _cache = new(StringComparer.Ordinal);
 
     public const string SubjectExtension = ".subject";
@@ -74,7 +76,7 @@ internal sealed partial class TemplateStore(string? path)
         };
         var renderedSubject = subject is null ? null : (await subject.RenderAsync(context, NullEncoder.Default)).Trim();
         var renderedText = text is null ? null : await text.RenderAsync(context, NullEncoder.Default);
-        var renderedHtml = html is null ? null : await html.RenderAsync(context, HtmlEncoder.Default);
+        var renderedHtml = html is null ? null : await html.RenderAsync(context, Html);
         cancellationToken.ThrowIfCancellationRequested();
         foreach (var variable in missing) problems.Add($"vars.{variable}", $"template '{name}' uses it, the request does not set it");
         return missing.Count > 0 ? null : new RenderedTemplate(renderedSubject, renderedText, renderedHtml);
