@@ -67,6 +67,12 @@ public sealed class ApiServer : IAsyncDisposable
         _rates = settings.Clients.Values.Where(c => c.Rate is not null).ToDictionary(c => c.Name, c => new ClientRate(c.Rate!), StringComparer.Ordinal);
     }
 
+    /// <summary>
+    /// Back-pressure (DESIGN.md <c>[queue.virtual] max-size</c>): false when a virtual queue is full; a submission
+    /// with a recipient for it is refused with 503 and Retry-After, as SMTP answers 452 4.3.1. Null = never full.
+    /// </summary>
+    public Func<string, bool>? QueueHasRoom { get; init; }
+
     /// <summary>The bound address after <see cref="StartAsync"/> (the real port when bind has port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.None, 0);
 
@@ -77,7 +83,10 @@ public sealed class ApiServer : IAsyncDisposable
     {
         if (_app is not null) throw new InvalidOperationException("already started");
         _idempotency = IdempotencyStore.Open(_settings.StateDirectory, _settings.IdempotencyWindow, _clock, _log);
-        _submissions = new SubmissionService(_hostname, _spool, _classify, _accepted, _clock, _templates, _idempotency, _rates, _log);
+        _submissions = new SubmissionService(_hostname, _spool, _classify, _accepted, _clock, _templates, _idempotency, _rates, _log)
+        {
+            QueueHasRoom = QueueHasRoom,
+        };
 
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Relay.Api" });
         builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));

@@ -86,7 +86,7 @@ public sealed class RelayHost : IAsyncDisposable
             {
                 // NoDeliveryEvents until the delivery-event stage is wired in (issue #10).
                 host.Api = new ApiServer(settings.Api, settings.Server.Hostname, spool, context => host.Settings.Queue.Strategy.Classify(context),
-                    NoDeliveryEvents.Instance, NoDeliveryEvents.Instance, clock, loggerFactory);
+                    NoDeliveryEvents.Instance, NoDeliveryEvents.Instance, clock, loggerFactory) { QueueHasRoom = scheduler.HasRoom };
                 await host.Api.StartAsync(cancellationToken);
             }
             if (settings.Admin.Enabled)

@@ -110,3 +110,20 @@ public sealed class BadInputTests : IAsyncLifetime
         Assert.Equal(1, _h.Spool.Count);
     }
 }
+
+/// <summary>A full virtual queue (max-size) refuses like SMTP's 452 4.3.1: 503 with Retry-After, nothing queued.</summary>
+public sealed class BackPressureTests
+{
+    [Fact]
+    public async Task A_recipient_for_a_full_queue_is_503_and_nothing_is_queued()
+    {
+        await using var h = await ApiHarness.StartAsync(queueHasRoom: queue => queue != "urgent");
+        using var full = await h.PostAsync("""{ "from": "a@app.test", "to": ["x@remote.test", "y@remote.test"], "text": "t", "priority": "urgent" }""");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, full.StatusCode);
+        Assert.NotNull(full.Headers.RetryAfter);
+        Assert.Contains("urgent", await full.Content.ReadAsStringAsync());
+        Assert.Equal(0, h.Spool.Count);
+        Assert.Equal(0, h.MessageFiles);
+        await h.SubmitAsync("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t" }""");   // the default queue has room
+    }
+}

@@ -28,6 +28,9 @@ internal sealed class SubmissionService(
 {
     public const string Source = "api";
 
+    /// <summary>See <see cref="ApiServer.QueueHasRoom"/>.</summary>
+    public Func<string, bool>? QueueHasRoom { get; init; }
+
     /// <summary>Submits one message; <paramref name="key"/> is the Idempotency-Key (null = none).</summary>
     public async Task<ApiOutcome> SubmitAsync(ApiClientSettings client, MessageRequest request, string? key, string bodyHash,
                                               string remoteIp, CancellationToken cancellationToken)
@@ -114,6 +117,10 @@ internal sealed class SubmissionService(
                     Headers = name => message.Headers[name],
                 });
                 if (decision.Error is { } error) log.ClassificationFellBack(rcpt, decision.Schedule.Name, error.Message);
+                if (QueueHasRoom?.Invoke(decision.Schedule.QueueName) == false)
+                    return ApiOutcome.Problem(503, "queue-full", "Queue full",
+                        $"virtual queue '{decision.Schedule.QueueName}' is full (max-size); nothing was queued, retry later")
+                        with { RetryAfter = TimeSpan.FromSeconds(60) };
                 recipients.Add(new RecipientEntry
                 {
                     Address = rcpt,

@@ -78,13 +78,16 @@ public sealed class ApiHarness : IAsyncDisposable
         threads-per-node = 1
         """;
 
-    public static async Task<ApiHarness> StartAsync(string extra = "", TimeProvider? clock = null, DirectoryInfo? reuse = null)
+    /// <summary>Passed to <see cref="ApiServer.QueueHasRoom"/>.</summary>
+    public Func<string, bool>? QueueHasRoom { get; set; }
+
+    public static async Task<ApiHarness> StartAsync(string extra = "", TimeProvider? clock = null, Func<string, bool>? queueHasRoom = null)
     {
-        var dir = reuse ?? System.IO.Directory.CreateTempSubdirectory("relay-api-");
+        var dir = System.IO.Directory.CreateTempSubdirectory("relay-api-");
         System.IO.Directory.CreateDirectory(Path.Combine(dir.FullName, "templates"));
         var result = ConfigLoader.Parse(Config(dir.FullName, extra), "api.toml", dir.FullName);
         Assert.True(result.Ok, string.Join("\n", result.Errors));
-        var h = new ApiHarness(dir, result.Settings!, clock ?? TimeProvider.System, new RecordingEvents());
+        var h = new ApiHarness(dir, result.Settings!, clock ?? TimeProvider.System, new RecordingEvents()) { QueueHasRoom = queueHasRoom };
         await h.OpenAsync();
         return h;
     }
@@ -94,7 +97,7 @@ public sealed class ApiHarness : IAsyncDisposable
         Spool = FileSpool.Open(Settings.Spool, _clock);
         Events.Spool = Spool;
         Server = new ApiServer(Settings.Api, Settings.Server.Hostname, Spool, Settings.Queue.Strategy.Classify, Events, Events, _clock,
-            NullLoggerFactory.Instance);
+            NullLoggerFactory.Instance) { QueueHasRoom = QueueHasRoom };
         await Server.StartAsync(CancellationToken.None);
     }
 
