@@ -14,6 +14,8 @@ using Relay.Config;
 var total = args.Length > 0 ? int.Parse(args[0]) : 5000;
 var clients = args.Length > 1 ? int.Parse(args[1]) : 20;
 var withKeys = args.Contains("keys");
+// "invalid": every request lacks a recipient and is refused 400 before MIME or spool: the HTTP + JSON floor.
+var invalid = args.Contains("invalid");
 var dir = Directory.CreateTempSubdirectory("relay-api-bench-");
 var toml = $$"""
     [server]
@@ -59,11 +61,13 @@ async Task<int> RunAsync(int count, string tag)
         int n;
         while ((n = Interlocked.Increment(ref next)) < count)
         {
-            var body = JsonSerializer.Serialize(new { from = "app@bench.test", to = $"rcpt{n}@remote.test", subject = $"bench {tag} {n}", text });
+            var body = invalid
+                ? JsonSerializer.Serialize(new { from = "app@bench.test", subject = $"bench {tag} {n}", text })
+                : JsonSerializer.Serialize(new { from = "app@bench.test", to = $"rcpt{n}@remote.test", subject = $"bench {tag} {n}", text });
             using var request = new HttpRequestMessage(HttpMethod.Post, "/api/v1/messages") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
             if (withKeys) request.Headers.Add("Idempotency-Key", $"{tag}-{n}");
             using var response = await http.SendAsync(request);
-            if (response.StatusCode != HttpStatusCode.Accepted) Interlocked.Increment(ref failed);
+            if (response.StatusCode != (invalid ? HttpStatusCode.BadRequest : HttpStatusCode.Accepted)) Interlocked.Increment(ref failed);
         }
     }));
     return failed;
@@ -79,7 +83,7 @@ watch.Stop();
 process.Refresh();
 var cpu = process.TotalProcessorTime - cpuBefore;
 var syncs = host.Spool.JournalSyncs - syncsBefore;
-Console.WriteLine($"clients={clients} messages={total} keys={withKeys} failed={failures}");
+Console.WriteLine($"clients={clients} messages={total} keys={withKeys} invalid={invalid} failed={failures}");
 Console.WriteLine($"elapsed={watch.Elapsed.TotalSeconds:F2}s rate={total / watch.Elapsed.TotalSeconds:F0} msg/s " +
                   $"cpu={cpu.TotalMilliseconds / total:F2} ms/msg (server and load generator, one process) " +
                   $"journal-fsyncs={syncs} ({(double)total / Math.Max(1, syncs):F1} msg/fsync)");
