@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.Extensions.Time.Testing;
 using Relay.Api.Tests.Harness;
 
 namespace Relay.Api.Tests;
@@ -87,5 +88,32 @@ public sealed class IdempotencyTests : IAsyncLifetime
         Assert.Equal(a, b);
         Assert.Equal(2, a.Distinct().Count());
         Assert.Equal(2, _h.Spool.Count);
+    }
+
+    [Fact]
+    public async Task A_torn_last_line_from_a_crash_is_ignored_and_the_other_keys_survive()
+    {
+        var first = await _h.SubmitAsync(Body, idempotencyKey: "kept");
+        await _h.Server.DisposeAsync();
+        File.AppendAllText(Path.Combine(_h.Settings.Api.StateDirectory, IdempotencyStore.FileName), "{\"client\":\"app\",\"ke");
+        await _h.RestartAsync();
+        Assert.Equal(first, await _h.SubmitAsync(Body, idempotencyKey: "kept"));
+        Assert.NotEqual(first, await _h.SubmitAsync(Body, idempotencyKey: "new"));
+        Assert.Equal(2, _h.Spool.Count);
+    }
+
+    [Fact]
+    public async Task After_the_window_a_key_queues_a_new_message()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var h = await ApiHarness.StartAsync(clock: clock);
+        var first = await h.SubmitAsync(Body, idempotencyKey: "daily");
+        clock.Advance(TimeSpan.FromHours(23));
+        Assert.Equal(first, await h.SubmitAsync(Body, idempotencyKey: "daily"));
+        clock.Advance(TimeSpan.FromHours(2));   // 25h after the first: the default 24h window is over
+        await h.RestartAsync();                 // and the expired key is dropped from the file
+        var second = await h.SubmitAsync(Body, idempotencyKey: "daily");
+        Assert.NotEqual(first, second);
+        Assert.Equal(2, h.Spool.Count);
     }
 }
