@@ -236,3 +236,26 @@ internal static class AnonymousExtensions
         return result.ToJsonString();
     }
 }
+
+public sealed class WebhookTargetTests
+{
+    [Fact]
+    public void Clients_with_a_webhook_become_webhook_targets()
+    {
+        var result = Relay.Config.ConfigLoader.Parse("""
+            [api.client.a]
+            token = "t"
+            webhook = "http://127.0.0.1:9000/a"
+            webhook-secret = "s"
+            [api.client.b]
+            token = "u"
+            [queue.strategy]
+            schedule = [ { else = "'default'" } ]
+            [queue.schedule.default]
+            [queue.virtual.default]
+            """);
+        Assert.True(result.Ok, string.Join("\n", result.Errors));
+        var target = Assert.Single(ApiWebhooks.TargetsFrom(result.Settings!.Api));
+        Assert.Equal(new WebhookTarget("a", new Uri("http://127.0.0.1:9000/a"), "s"), target);
+    }
+}
