@@ -20,7 +20,7 @@ public sealed record ConfigLoadResult(RelaySettings? Settings, IReadOnlyList<Con
 }
 
 /// <summary>Reads a TOML config file into validated <see cref="RelaySettings"/>, collecting every error.</summary>
-public static class ConfigLoader
+public static partial class ConfigLoader
 {
     /// <summary>Schedule defaults for keys a <c>[queue.schedule.*]</c> leaves out (documented in config/config.toml).</summary>
     public static readonly IReadOnlyList<TimeSpan> DefaultRetry =
@@ -82,7 +82,7 @@ public static class ConfigLoader
     public static TimeSpan ParseDuration(string text) =>
         Section.TryParseDuration(text, out var d) ? d : throw new FormatException($"'{text}' is not a duration");
 
-    private sealed class Builder(Section root, string baseDir, string path)
+    private sealed partial class Builder(Section root, string baseDir, string path)
     {
         private static readonly IPNetwork[] Loopback = [IPNetwork.Parse("127.0.0.0/8"), IPNetwork.Parse("::1/128")];
 
@@ -99,12 +99,14 @@ public static class ConfigLoader
             var admin = ReadAdmin(root.Table("admin"));
             var dsn = ReadDsn(root.Table("dsn"), server.Hostname);
             var queue = ReadQueue(root.Table("queue"), environment, lists);
+            var api = ReadApi(root.Table("api"), root.Table("templates"), session, spool);
             root.ReportUnknownKeys();
             if (queue is null || delivery is null) return null;
             return new RelaySettings
             {
                 SourcePath = path, Server = server, Session = session, Local = local, Spool = spool,
                 Resolver = resolver, Delivery = delivery, Queue = queue, Lists = lists, Admin = admin, Dsn = dsn,
+                Api = api,
             };
         }
 

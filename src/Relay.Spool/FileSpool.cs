@@ -282,6 +282,7 @@ public sealed class FileSpool : ISpoolStore
                 Domain = InternDomain(at < 0 ? "" : r.Address[(at + 1)..].ToLowerInvariant()),
                 Route = InternRoute(r.Schedule, r.Queue),
                 Status = RecipientStatus.Pending,
+                NextTicks = envelope.NotBefore?.UtcTicks ?? 0,   // held mail: its first due time, journaled with it
             };
         }
         return slots;

@@ -38,6 +38,8 @@ public sealed record MessageEnvelope
     public string? HeloName { get; init; }
     public string? AuthenticatedAs { get; init; }
     public string? Listener { get; init; }
+    /// <summary>No delivery attempt before this time (an API client's rate holds the message); null = at once.</summary>
+    public DateTimeOffset? NotBefore { get; init; }
 }
 
 /// <summary>One recipient as accepted, with the schedule the strategy gave it.</summary>

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Relay.Admin;
 using Relay.Admin.Metrics;
 using Relay.Admin.Observation;
+using Relay.Api;
 using Relay.Config;
 using Relay.Config.Settings;
 using Relay.Inbound;
@@ -39,6 +40,8 @@ public sealed class RelayHost : IAsyncDisposable
     public SlaTracker Sla { get; }
     /// <summary>The admin API, or null when no <c>[admin] token</c> is configured.</summary>
     public AdminServer? Admin { get; private set; }
+    /// <summary>The HTTP submission API, or null when <c>[api] bind</c> is not set.</summary>
+    public ApiServer? Api { get; private set; }
 
     /// <summary>Opens the spool (recovering what a previous run left), starts the scheduler and the listeners.</summary>
     /// <param name="createAgent">Builds the delivery stage from the spool (e.g. the SMTP delivery agent).</param>
@@ -79,6 +82,13 @@ public sealed class RelayHost : IAsyncDisposable
             foreach (var endpoint in inbound.EndPoints)
                 log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
             var host = new RelayHost(settings, spool, scheduler, inbound, metrics, sla, log) { _deliveryAgent = deliveryAgent };
+            if (settings.Api.Enabled)
+            {
+                // NoDeliveryEvents until the delivery-event stage is wired in (issue #10).
+                host.Api = new ApiServer(settings.Api, settings.Server.Hostname, spool, context => host.Settings.Queue.Strategy.Classify(context),
+                    NoDeliveryEvents.Instance, NoDeliveryEvents.Instance, clock, loggerFactory) { QueueHasRoom = scheduler.HasRoom };
+                await host.Api.StartAsync(cancellationToken);
+            }
             if (settings.Admin.Enabled)
             {
                 host.Admin = new AdminServer(settings.Admin, new AdminServices
@@ -129,6 +139,7 @@ public sealed class RelayHost : IAsyncDisposable
         if (_stopped) return;
         _stopped = true;
         if (Admin is not null) await Admin.StopAsync(cancellationToken);
+        if (Api is not null) await Api.StopAsync(cancellationToken);
         await Inbound.StopAsync(cancellationToken);
         await Scheduler.StopAsync();
         if (_deliveryAgent is IAsyncDisposable disposable) await disposable.DisposeAsync();   // QUIT pooled connections
@@ -140,6 +151,7 @@ public sealed class RelayHost : IAsyncDisposable
     {
         await StopAsync();
         await Inbound.DisposeAsync();
+        if (Api is not null) await Api.DisposeAsync();
         if (Admin is not null) await Admin.DisposeAsync();
     }
 

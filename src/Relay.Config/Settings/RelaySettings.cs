@@ -20,6 +20,8 @@ public sealed record RelaySettings
     public required NamedLists Lists { get; init; }
     public required AdminSettings Admin { get; init; }
     public required DsnSettings Dsn { get; init; }
+    /// <summary><c>[api]</c>, <c>[api.client.*]</c>, <c>[templates]</c>: the HTTP submission API (off unless <c>[api] bind</c>).</summary>
+    public ApiSettings Api { get; init; } = ApiSettings.Off;
 }
 
 public sealed record ServerSettings(string Hostname, IReadOnlyList<ListenerSettings> Listeners);

@@ -1,0 +1,371 @@
+// ApiServer: the HTTP submission API of issue #10 on [api] bind (Kestrel, minimal API routes). Clients
+// authenticate with "Authorization: Bearer <token>" ([api.client.NAME] token, plain or hashed); submissions
+// enter the spool like SMTP mail (SubmissionService). The OpenAPI document is at /api/v1/openapi.json.
+using System.Collections.Concurrent;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Relay.Api.Submission;
+using Relay.Api.Templates;
+using Relay.Config.Settings;
+using Relay.Config.Strategy;
+using Relay.Events;
+using Relay.Inbound.Policy;
+using Relay.Spool;
+
+namespace Relay.Api;
+
+public sealed class ApiServer : IAsyncDisposable
+{
+    public const string IdempotencyHeader = "Idempotency-Key";
+    private const int MaxKeyLength = 255;
+    private static readonly object ClientItem = new();
+
+    private readonly ApiSettings _settings;
+    private readonly string _hostname;
+    private readonly IMessageSpool _spool;
+    private readonly Func<RecipientContext, StrategyDecision> _classify;
+    private readonly IAcceptedMessages _accepted;
+    private readonly IMessageStatusSource _status;
+    private readonly TimeProvider _clock;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _log;
+    private readonly TemplateStore _templates;
+    private readonly Dictionary<string, ClientRate> _rates;
+    // SHA-256 of a token that verified → its client, so a hashed (PBKDF2) token is derived once, not per request.
+    private readonly ConcurrentDictionary<string, ApiClientSettings> _verified = new(StringComparer.Ordinal);
+    private IdempotencyStore? _idempotency;
+    private SubmissionService? _submissions;
+    private WebApplication? _app;
+
+    public ApiServer(ApiSettings settings, string hostname, IMessageSpool spool, Func<RecipientContext, StrategyDecision> classify,
+                     IAcceptedMessages accepted, IMessageStatusSource status, TimeProvider clock, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        if (settings.Bind is null) throw new ArgumentException("[api] has no bind: the API is off", nameof(settings));
+        _settings = settings;
+        _hostname = hostname;
+        _spool = spool;
+        _classify = classify;
+        _accepted = accepted;
+        _status = status;
+        _clock = clock;
+        _loggerFactory = loggerFactory;
+        _log = loggerFactory.CreateLogger("Relay.Api");
+        _templates = new TemplateStore(settings.TemplatesPath);
+        _rates = settings.Clients.Values.Where(c => c.Rate is not null).ToDictionary(c => c.Name, c => new ClientRate(c.Rate!), StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// Back-pressure (DESIGN.md <c>[queue.virtual] max-size</c>): false when a virtual queue is full; a submission
+    /// with a recipient for it is refused with 503 and Retry-After, as SMTP answers 452 4.3.1. Null = never full.
+    /// </summary>
+    public Func<string, bool>? QueueHasRoom { get; init; }
+
+    /// <summary>The bound address after <see cref="StartAsync"/> (the real port when bind has port 0).</summary>
+    public IPEndPoint EndPoint { get; private set; } = new(IPAddress.None, 0);
+
+    /// <summary><c>http://host:port/</c> after <see cref="StartAsync"/>.</summary>
+    public Uri BaseAddress => new($"http://{(EndPoint.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{EndPoint.Address}]" : EndPoint.Address.ToString())}:{EndPoint.Port}/");
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_app is not null) throw new InvalidOperationException("already started");
+        _idempotency = IdempotencyStore.Open(_settings.StateDirectory, _settings.IdempotencyWindow, _clock, _log);
+        _submissions = new SubmissionService(_hostname, _spool, _classify, _accepted, _clock, _templates, _idempotency, _rates, _log)
+        {
+            QueueHasRoom = QueueHasRoom,
+        };
+
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Relay.Api" });
+        builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
+        builder.Services.AddLogging();
+        builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
+        builder.Services.AddRouting();
+        builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info.Title = "Relay HTTP submission API";
+            document.Info.Description = "Submit mail into Relay's queues (issue #10). Authenticate with Authorization: Bearer <token>.";
+            return Task.CompletedTask;
+        }));
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = null;   // each route sets its own limit from the client's max-message-size
+            k.Listen(_settings.Bind!);
+        });
+        var app = builder.Build();
+        app.Use(GuardAsync);
+        app.UseRouting();
+        Map(app);
+        await app.StartAsync(cancellationToken);
+        _app = app;
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var uri = new Uri(address);
+        EndPoint = new IPEndPoint(IPAddress.Parse(uri.Host.Trim('[', ']')), uri.Port);
+        _log.Listening(BaseAddress.ToString());
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_app is { } app) await app.StopAsync(cancellationToken);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_app is { } app)
+        {
+            await app.StopAsync(CancellationToken.None);
+            await app.DisposeAsync();
+            _app = null;
+        }
+        if (_idempotency is { } store) await store.DisposeAsync();
+        _idempotency = null;
+    }
+
+    // ---------------------------------------------------------------- authentication, errors
+
+    private async Task GuardAsync(HttpContext context, RequestDelegate next)
+    {
+        var path = context.Request.Path;
+        if (!path.Equals("/api/v1/openapi.json", StringComparison.Ordinal))
+        {
+            if (Authenticate(context.Request.Headers.Authorization.ToString()) is not { } client)
+            {
+                _log.Unauthorized(context.Request.Method, path, context.Connection.RemoteIpAddress?.ToString());
+                context.Response.Headers.WWWAuthenticate = "Bearer";
+                await WriteAsync(context, ApiOutcome.Problem(401, "unauthorized", "Unauthorized",
+                    "send a client token as Authorization: Bearer <token>"));
+                return;
+            }
+            context.Items[ClientItem] = client;
+        }
+        try
+        {
+            await next(context);
+            // Routing refuses a body that is not JSON by itself (415, no body): say why, like every other error.
+            if (context.Response.StatusCode == 415 && !context.Response.HasStarted) await WriteAsync(context, UnsupportedMediaType);
+        }
+        catch (Exception e) when (!context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted)
+        {
+            _log.RequestFailed(e, context.Request.Method, path);
+            await WriteAsync(context, ApiOutcome.Problem(500, "internal-error", "Internal error", "the request failed; nothing was queued unless an id was returned"));
+        }
+    }
+
+    /// <summary>The client whose token this is (constant-time compare, hashed secrets allowed), or null.</summary>
+    private ApiClientSettings? Authenticate(string authorization)
+    {
+        const string Bearer = "Bearer ";
+        if (!authorization.StartsWith(Bearer, StringComparison.OrdinalIgnoreCase)) return null;
+        var token = authorization[Bearer.Length..].Trim();
+        if (token.Length == 0) return null;
+        var digest = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
+        if (_verified.TryGetValue(digest, out var known)) return known;
+        ApiClientSettings? found = null;
+        foreach (var client in _settings.Clients.Values)
+            if (SecretVerifier.Verify(client.Token, token) && found is null) found = client;   // no early exit: same work for every token
+        if (found is not null && _verified.Count < 1024) _verified[digest] = found;
+        return found;
+    }
+
+    private static ApiClientSettings ClientOf(HttpContext context) => (ApiClientSettings)context.Items[ClientItem]!;
+
+    private static async Task WriteAsync(HttpContext context, ApiOutcome outcome)
+    {
+        context.Response.StatusCode = outcome.Status;
+        context.Response.ContentType = outcome.Body is ProblemResponse ? ApiJson.ProblemContentType : "application/json; charset=utf-8";
+        if (outcome.RetryAfter is { } after)
+            context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(after.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (outcome.Body is AcceptedResponse accepted) context.Response.Headers.Location = $"/api/v1/messages/{accepted.Id}";
+        await JsonSerializer.SerializeAsync(context.Response.Body, outcome.Body, outcome.Body.GetType(), ApiJson.Options, context.RequestAborted);
+    }
+
+    /// <summary>An IResult that writes an outcome (so the routes are typed delegates the OpenAPI generator sees).</summary>
+    private sealed class OutcomeResult(ApiOutcome outcome) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext) => WriteAsync(httpContext, outcome);
+    }
+
+    // ---------------------------------------------------------------- routes
+
+    private void Map(IEndpointRouteBuilder app)
+    {
+        app.MapOpenApi("/api/v1/openapi.json");
+        app.MapPost("/api/v1/messages", (Delegate)SubmitAsync)
+            .WithName("SubmitMessage").WithSummary("Queue one message")
+            .Accepts<MessageRequest>("application/json")
+            .Produces<AcceptedResponse>(202)
+            .Produces<ProblemResponse>(400, ApiJson.ProblemContentType).Produces<ProblemResponse>(401, ApiJson.ProblemContentType)
+            .Produces<ProblemResponse>(403, ApiJson.ProblemContentType).Produces<ProblemResponse>(413, ApiJson.ProblemContentType)
+            .Produces<ProblemResponse>(422, ApiJson.ProblemContentType).Produces<ProblemResponse>(429, ApiJson.ProblemContentType);
+        app.MapPost("/api/v1/messages:batch", (Delegate)SubmitBatchAsync)
+            .WithName("SubmitBatch").WithSummary("Queue up to [api] max-batch messages; one result per item")
+            .Accepts<List<MessageRequest>>("application/json")
+            .Produces<BatchResponse>(207)
+            .Produces<ProblemResponse>(400, ApiJson.ProblemContentType).Produces<ProblemResponse>(413, ApiJson.ProblemContentType);
+        app.MapGet("/api/v1/messages/{id}", (Delegate)StatusAsync)
+            .WithName("GetMessage").WithSummary("Delivery status of a message this client submitted")
+            .Produces<MessageStatusView>(200).Produces<ProblemResponse>(404, ApiJson.ProblemContentType);
+        app.MapGet("/api/v1/templates", (Delegate)Templates)
+            .WithName("ListTemplates").WithSummary("Templates in [templates] path")
+            .Produces<TemplatesResponse>(200);
+    }
+
+    private async Task<IResult> SubmitAsync(HttpContext context)
+    {
+        var client = ClientOf(context);
+        var key = IdempotencyKey(context, out var keyProblem);
+        if (keyProblem is not null) return new OutcomeResult(keyProblem);
+        var (body, problem) = await ReadBodyAsync(context, BodyLimit(client, 1));
+        if (problem is not null) return new OutcomeResult(problem);
+        MessageRequest? request;
+        try
+        {
+            request = JsonSerializer.Deserialize<MessageRequest>(body, ApiJson.Options);
+        }
+        catch (JsonException e)
+        {
+            return new OutcomeResult(JsonProblem(e, ""));
+        }
+        if (request is null) return new OutcomeResult(BodyProblem("expected a JSON object"));
+        var outcome = await _submissions!.SubmitAsync(client, request, key, SubmissionService.Hash(body), RemoteIp(context), context.RequestAborted);
+        return new OutcomeResult(outcome);
+    }
+
+    private async Task<IResult> SubmitBatchAsync(HttpContext context)
+    {
+        var client = ClientOf(context);
+        var key = IdempotencyKey(context, out var keyProblem);
+        if (keyProblem is not null) return new OutcomeResult(keyProblem);
+        var (body, problem) = await ReadBodyAsync(context, BodyLimit(client, _settings.MaxBatch));
+        if (problem is not null) return new OutcomeResult(problem);
+        List<JsonElement>? items;
+        try
+        {
+            items = JsonSerializer.Deserialize<List<JsonElement>>(body, ApiJson.Options);
+        }
+        catch (JsonException)
+        {
+            return new OutcomeResult(BodyProblem("expected a JSON array of messages"));
+        }
+        if (items is null || items.Count == 0) return new OutcomeResult(BodyProblem("expected a non-empty JSON array of messages"));
+        if (items.Count > _settings.MaxBatch)
+            return new OutcomeResult(ApiOutcome.Problem(413, "batch-too-large", "Batch too large",
+                $"{items.Count} messages; at most {_settings.MaxBatch} per batch ([api] max-batch); nothing was queued"));
+
+        // Items run concurrently so their spool commits share fsyncs; results keep the request's order.
+        var remote = RemoteIp(context);
+        var results = await Task.WhenAll(items.Select(async (item, index) =>
+        {
+            ApiOutcome outcome;
+            try
+            {
+                var request = item.ValueKind == JsonValueKind.Object ? item.Deserialize<MessageRequest>(ApiJson.Options) : null;
+                outcome = request is null
+                    ? BodyProblem("expected a JSON object")
+                    : await _submissions!.SubmitAsync(client, request, key is null ? null : $"{key}#{index}",
+                        SubmissionService.Hash(Encoding.UTF8.GetBytes(item.GetRawText())), remote, context.RequestAborted);
+            }
+            catch (JsonException e)
+            {
+                outcome = JsonProblem(e, "");
+            }
+            return outcome.Body switch
+            {
+                AcceptedResponse a => new BatchItemResult(index, outcome.Status, a.Id, a.Recipients, null) { NotBefore = a.NotBefore },
+                ProblemResponse p => new BatchItemResult(index, outcome.Status, null, null, p),
+                _ => new BatchItemResult(index, outcome.Status, null, null, null),
+            };
+        }));
+        return new OutcomeResult(new ApiOutcome(207, new BatchResponse(results)));
+    }
+
+    private async Task<IResult> StatusAsync(HttpContext context, string id)
+    {
+        var client = ClientOf(context);
+        var view = await _status.FindAsync(id, context.RequestAborted);
+        // Another client's message is "not found" too: ids are not secrets, but other clients' mail is.
+        if (view is null || !string.Equals(view.Client, client.Name, StringComparison.Ordinal))
+            return new OutcomeResult(ApiOutcome.Problem(404, "not-found", "Not found", $"no message {id} submitted by this client"));
+        return new OutcomeResult(new ApiOutcome(200, view));
+    }
+
+    private IResult Templates(HttpContext context) => new OutcomeResult(new ApiOutcome(200, new TemplatesResponse(_templates.List())));
+
+    // ---------------------------------------------------------------- request helpers
+
+    private static string? IdempotencyKey(HttpContext context, out ApiOutcome? problem)
+    {
+        problem = null;
+        var values = context.Request.Headers[IdempotencyHeader];
+        if (values.Count == 0) return null;
+        var key = values.ToString().Trim().Trim('"');
+        if (values.Count > 1 || key.Length is 0 or > MaxKeyLength || key.Any(c => c is < ' ' or > '~'))
+        {
+            var errors = new Dictionary<string, string[]> { [IdempotencyHeader] = [$"one value of 1 to {MaxKeyLength} printable ASCII characters"] };
+            problem = ApiOutcome.Problem(400, "invalid-request", "Invalid request", "bad Idempotency-Key header; nothing was queued", errors);
+            return null;
+        }
+        return key;
+    }
+
+    /// <summary>Base64 grows content by 4/3; JSON adds escaping and field names: allow twice the message size, plus slack.</summary>
+    private static long BodyLimit(ApiClientSettings client, int items) =>
+        (long)Math.Min(long.MaxValue / 4, (double)client.MaxMessageSize * 2 * items + 64 * 1024);
+
+    private static async Task<(byte[] Body, ApiOutcome? Problem)> ReadBodyAsync(HttpContext context, long limit)
+    {
+        var mediaType = context.Request.ContentType?.Split(';')[0].Trim();
+        if (!string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase))
+            return ([], UnsupportedMediaType);
+        if (context.Request.ContentLength is { } declared && declared > limit)
+            return ([], TooLarge(limit));
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } feature) feature.MaxRequestBodySize = null;
+        using var buffer = new MemoryStream();
+        var chunk = new byte[64 * 1024];
+        int n;
+        while ((n = await context.Request.Body.ReadAsync(chunk, context.RequestAborted)) > 0)
+        {
+            if (buffer.Length + n > limit) return ([], TooLarge(limit));
+            buffer.Write(chunk, 0, n);
+        }
+        return (buffer.ToArray(), null);
+    }
+
+    private static readonly ApiOutcome UnsupportedMediaType =
+        ApiOutcome.Problem(415, "unsupported-media-type", "Unsupported media type", "send the request as Content-Type: application/json");
+
+    private static ApiOutcome TooLarge(long limit) =>
+        ApiOutcome.Problem(413, "request-too-large", "Request too large", $"the request body is over {limit} bytes for this client's max-message-size");
+
+    private static ApiOutcome BodyProblem(string message) =>
+        ApiOutcome.Problem(400, "invalid-request", "Invalid request", "the request body is not valid; nothing was queued",
+            new Dictionary<string, string[]> { ["body"] = [message] });
+
+    /// <summary>A JSON error as a problem naming the field (<c>$.attachments[0].content</c> → <c>attachments[0].content</c>).</summary>
+    private static ApiOutcome JsonProblem(JsonException e, string prefix)
+    {
+        var field = e.Path is { Length: > 1 } p && p.StartsWith("$.", StringComparison.Ordinal) ? prefix + p[2..] : "body";
+        var message = e.Message;
+        var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
+        if (cut > 0) message = message[..cut];
+        if (message.StartsWith("The JSON value could not be converted", StringComparison.Ordinal)) message = "wrong type for this field";
+        if (e.Path is null or "$") message = "not valid JSON: " + message;
+        return ApiOutcome.Problem(400, "invalid-request", "Invalid request", "the request body is not valid; nothing was queued",
+            new Dictionary<string, string[]> { [field] = [message] });
+    }
+
+    private static string RemoteIp(HttpContext context) => context.Connection.RemoteIpAddress?.ToString() ?? "";
+}

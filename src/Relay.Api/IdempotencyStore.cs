@@ -1,0 +1,208 @@
+// IdempotencyStore: (client, Idempotency-Key) → the answer of the first request, for [api] idempotency-window.
+// Kept in memory and in an append-only file (<spool>/api/idempotency.log, 0600, one JSON line per key), fsynced
+// before the answer goes out (group-committed: concurrent requests share an fsync), and replayed at start, so a
+// retry after a restart still gets the same id. A request that arrives while the first with the same key is
+// still running waits for it and gets its answer. The only gap: a crash after the message commit and before
+// this record's fsync forgets the key, so the client's retry queues the message again (at least once, never lost).
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+
+namespace Relay.Api;
+
+internal sealed class IdempotencyStore : IAsyncDisposable
+{
+    public const string FileName = "idempotency.log";
+
+    /// <summary>One remembered key: the request body's hash and the answer given.</summary>
+    internal sealed record Entry(string Client, string Key, string Hash, string Id, int Recipients, DateTimeOffset At, DateTimeOffset? NotBefore);
+
+    /// <summary>What to do with a request that carries a key.</summary>
+    internal abstract record Reservation
+    {
+        /// <summary>Seen before with the same body: answer the same.</summary>
+        public sealed record Replay(Entry Entry) : Reservation;
+        /// <summary>Seen before (or running) with a different body.</summary>
+        public sealed record Conflict : Reservation;
+        /// <summary>The same request is running now: wait for its answer.</summary>
+        public sealed record Wait(Task<ApiOutcome> Outcome) : Reservation;
+        /// <summary>New: this request runs it and must call <see cref="CompleteAsync"/> or <see cref="Abandon"/>.</summary>
+        public sealed record Owner : Reservation;
+    }
+
+    private sealed class Slot
+    {
+        public Entry? Done;
+        public string? PendingHash;
+        public TaskCompletionSource<ApiOutcome>? Pending;
+    }
+
+    private readonly object _gate = new();
+    private readonly Dictionary<(string, string), Slot> _slots = [];
+    private readonly TimeSpan _window;
+    private readonly TimeProvider _clock;
+    private readonly ILogger _log;
+    private readonly FileStream _file;
+    private readonly List<(byte[] Line, TaskCompletionSource Done)> _queue = [];
+    private bool _flushing;
+    private int _sinceSweep;
+
+    private IdempotencyStore(FileStream file, TimeSpan window, TimeProvider clock, ILogger log)
+    {
+        _file = file;
+        _window = window;
+        _clock = clock;
+        _log = log;
+    }
+
+    public static IdempotencyStore Open(string directory, TimeSpan window, TimeProvider clock, ILogger log)
+    {
+        const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(directory);
+        else Directory.CreateDirectory(directory, Private | UnixFileMode.UserExecute);
+        var path = Path.Combine(directory, FileName);
+        var now = clock.GetUtcNow();
+        var live = new List<Entry>();
+        var dropped = 0;
+        if (File.Exists(path))
+        {
+            foreach (var line in File.ReadLines(path, Encoding.UTF8))
+            {
+                Entry? e = null;
+                try { e = JsonSerializer.Deserialize<Entry>(line, ApiJson.Options); }
+                catch (JsonException) { }   // a torn last line after a crash: that request was never answered
+                if (e is not null && e.At + window > now) live.Add(e);
+                else dropped++;
+            }
+        }
+        if (dropped > 0)
+        {
+            // Compact: rewrite only the live keys, then swap the file in.
+            var temp = path + ".tmp";
+            using (var t = new FileStream(temp, PrivateFile(FileMode.Create)))
+            {
+                foreach (var e in live) t.Write(Line(e));
+                t.Flush(true);
+            }
+            File.Move(temp, path, overwrite: true);
+        }
+        var file = new FileStream(path, PrivateFile(FileMode.Append));
+        var store = new IdempotencyStore(file, window, clock, log);
+        foreach (var e in live) store._slots[(e.Client, e.Key)] = new Slot { Done = e };
+        return store;
+    }
+
+    /// <summary>Created 0600 like the spool's files (the keys name what clients sent).</summary>
+    private static FileStreamOptions PrivateFile(FileMode mode)
+    {
+        var options = new FileStreamOptions { Mode = mode, Access = FileAccess.Write, Share = FileShare.Read };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        return options;
+    }
+
+    private static byte[] Line(Entry e) => [.. JsonSerializer.SerializeToUtf8Bytes(e, ApiJson.Options), (byte)'\n'];
+
+    public Reservation Reserve(string client, string key, string hash)
+    {
+        var now = _clock.GetUtcNow();
+        lock (_gate)
+        {
+            if (++_sinceSweep >= 4096) Sweep(now);
+            if (_slots.TryGetValue((client, key), out var slot))
+            {
+                if (slot.Done is { } done && done.At + _window > now)
+                    return done.Hash == hash ? new Reservation.Replay(done) : new Reservation.Conflict();
+                if (slot.Pending is { } pending)
+                    return slot.PendingHash == hash ? new Reservation.Wait(pending.Task) : new Reservation.Conflict();
+            }
+            _slots[(client, key)] = new Slot
+            {
+                PendingHash = hash,
+                Pending = new TaskCompletionSource<ApiOutcome>(TaskCreationOptions.RunContinuationsAsynchronously),
+            };
+            return new Reservation.Owner();
+        }
+    }
+
+    /// <summary>Durably remembers the key's answer (fsynced when this returns), then releases any waiters.</summary>
+    public async Task CompleteAsync(Entry entry, ApiOutcome outcome)
+    {
+        try
+        {
+            await AppendAsync(Line(entry));
+        }
+        catch (IOException e)
+        {
+            // The message is queued; only the memory of the key is not durable. Keep it in memory and go on.
+            _log.IdempotencyFileProblem(_file.Name, e.Message);
+        }
+        TaskCompletionSource<ApiOutcome>? pending;
+        lock (_gate)
+        {
+            var slot = _slots[(entry.Client, entry.Key)];
+            pending = slot.Pending;
+            slot.Done = entry;
+            slot.Pending = null;
+            slot.PendingHash = null;
+        }
+        pending?.TrySetResult(outcome);
+    }
+
+    /// <summary>The request did not queue anything: forget the key; waiters get the same answer.</summary>
+    public void Abandon(string client, string key, ApiOutcome outcome)
+    {
+        TaskCompletionSource<ApiOutcome>? pending = null;
+        lock (_gate)
+        {
+            if (_slots.Remove((client, key), out var slot)) pending = slot.Pending;
+        }
+        pending?.TrySetResult(outcome);
+    }
+
+    private void Sweep(DateTimeOffset now)
+    {
+        _sinceSweep = 0;
+        foreach (var (k, slot) in _slots.Where(kv => kv.Value.Done is { } d && d.At + _window <= now).ToList()) _slots.Remove(k);
+    }
+
+    // Group commit: whoever finds no flush running writes every queued line and fsyncs once for all of them.
+    private Task AppendAsync(byte[] line)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool start;
+        lock (_queue)
+        {
+            _queue.Add((line, done));
+            start = !_flushing;
+            _flushing = true;
+        }
+        if (start) _ = Task.Run(FlushLoop);
+        return done.Task;
+    }
+
+    private void FlushLoop()
+    {
+        while (true)
+        {
+            List<(byte[] Line, TaskCompletionSource Done)> batch;
+            lock (_queue)
+            {
+                if (_queue.Count == 0) { _flushing = false; return; }
+                batch = [.. _queue];
+                _queue.Clear();
+            }
+            try
+            {
+                foreach (var (line, _) in batch) _file.Write(line);
+                _file.Flush(flushToDisk: true);
+                foreach (var (_, done) in batch) done.TrySetResult();
+            }
+            catch (Exception e)
+            {
+                foreach (var (_, done) in batch) done.TrySetException(e is IOException ? e : new IOException(e.Message, e));
+            }
+        }
+    }
+
+    public ValueTask DisposeAsync() => _file.DisposeAsync();
+}
