@@ -57,4 +57,10 @@ internal static partial class InboundLog
 
     [LoggerMessage(1017, LogLevel.Information, "too many errors from {RemoteIp}, closing")]
     public static partial void TooManyErrors(this ILogger logger, IPAddress remoteIp);
+
+    [LoggerMessage(1018, LogLevel.Information, "listener {Listener} started on {EndPoint}")]
+    public static partial void ListenerStarted(this ILogger logger, string listener, string endPoint);
+
+    [LoggerMessage(1019, LogLevel.Information, "listener {Listener} removed: no new connections, open sessions finish")]
+    public static partial void ListenerStopped(this ILogger logger, string listener);
 }
