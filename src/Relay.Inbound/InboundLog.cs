@@ -13,8 +13,8 @@ internal static partial class InboundLog
     [LoggerMessage(1002, LogLevel.Information, "disconnect from {RemoteIp} ({Commands} commands, {Errors} errors)")]
     public static partial void Disconnected(this ILogger logger, IPAddress remoteIp, int commands, int errors);
 
-    [LoggerMessage(1003, LogLevel.Information, "{MessageId}: from=<{Sender}>, size={Size}, nrcpt={Recipients}, priority={Priority} (queued)")]
-    public static partial void Queued(this ILogger logger, string messageId, string sender, long size, int recipients, int priority);
+    [LoggerMessage(1003, LogLevel.Information, "{MessageId}: from=<{Sender}>, size={Size}, nrcpt={Recipients}, priority={Priority}, schedule={Schedule} (queued)")]
+    public static partial void Queued(this ILogger logger, string messageId, string sender, long size, int recipients, int priority, string schedule);
 
     [LoggerMessage(1004, LogLevel.Information, "reject: RCPT from {RemoteIp}: {Reply}; to=<{Recipient}>")]
     public static partial void RecipientRejected(this ILogger logger, IPAddress remoteIp, string recipient, string reply);

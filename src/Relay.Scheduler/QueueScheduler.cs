@@ -473,6 +473,9 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
                     {
                         return RecipientPolicy.Expire(i, states[i], schedules[i]);
                     }).ToList();
+                    foreach (var c in changes)
+                        _log.Expired(id, envelope.Recipients[c.Index].Address, c.Attempts, schedules[c.Index].Name,
+                                     c.LastError is { } e ? $"{e.Code} {e.EnhancedStatus} {e.Text}" : "");
                     var attempted = new Dictionary<int, ReportedAttempt>();
                     foreach (var i in expire)
                         if (RecipientPolicy.LastAttemptAt(states[i], schedules[i]) is { } last) attempted[i] = new ReportedAttempt(false, last);

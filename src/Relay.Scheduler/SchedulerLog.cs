@@ -43,4 +43,7 @@ internal static partial class SchedulerLog
 
     [LoggerMessage(3013, LogLevel.Information, "{MessageId}: removed by the operator ({Recipients} pending recipients, bounced={Bounced})")]
     public static partial void Cancelled(this ILogger logger, string messageId, int recipients, bool bounced);
+
+    [LoggerMessage(3014, LogLevel.Information, "{MessageId}: to=<{Recipient}>, status=expired, attempts={Attempts}, schedule={Schedule} ({Reason})")]
+    public static partial void Expired(this ILogger logger, string messageId, string recipient, int attempts, string schedule, string reason);
 }
