@@ -39,6 +39,15 @@ public sealed partial class QueueScheduler
             _arrivals.TryGetValue(q.Name, out var track) ? track.Oldest() : null)).ToList();
     }
 
+    /// <summary>Loop, once a minute: drops finished messages from lists that grew past twice their queue's pending count.</summary>
+    private void CompactArrivals()
+    {
+        foreach (var (queue, track) in _arrivals) track.Compact(_spool.CountPending(queue));
+    }
+
+    /// <summary>For tests: how many messages the oldest-arrival list of <paramref name="queue"/> holds.</summary>
+    internal int TrackedArrivals(string queue) => _arrivals.TryGetValue(queue, out var track) ? track.Count : 0;
+
     /// <summary>Loop: remembers, per virtual queue, messages with a pending recipient in it, in commit order.</summary>
     private void TrackArrival(Job job)
     {
@@ -48,39 +57,60 @@ public sealed partial class QueueScheduler
             var s = job.GetRecipient(i);
             if (s.Status != RecipientStatus.Pending || s.Queue == last) continue;
             last = s.Queue;
-            _arrivals.GetOrAdd(s.Queue, static q => new ArrivalTrack(q)).Add(job);
+            _arrivals.GetOrAdd(s.Queue, static q => new ArrivalTrack(q)).Add(job, _spool.CountPending(s.Queue));
         }
     }
 
     /// <summary>
     /// Messages in commit order (≈ arrival order) that had a pending recipient in one queue. The oldest pending is
     /// the first still pending there; those in front that are finished are dropped as they are met, so each
-    /// message is looked at O(1) times. A re-opened dead letter goes to the back (its age may then be understated).
+    /// message is looked at O(1) times. A re-opened dead letter goes to the back with its new arrival. So that a
+    /// message stuck in front (or nobody asking) never keeps every later, finished one alive, the list is compacted
+    /// whenever it grows past twice the queue's pending recipients: amortized O(1) per message, memory bounded by
+    /// what is pending.
     /// </summary>
     private sealed class ArrivalTrack(string queue)
     {
-        private readonly Queue<Job> _jobs = new();
+        private readonly object _gate = new();
+        private Queue<Job> _jobs = new();
 
-        public void Add(Job job)
+        public void Add(Job job, long pendingInQueue)
         {
-            lock (_jobs) _jobs.Enqueue(job);
+            lock (_gate)
+            {
+                _jobs.Enqueue(job);
+                Compact(pendingInQueue);
+            }
+        }
+
+        public void Compact(long pendingInQueue)
+        {
+            lock (_gate)
+            {
+                if (_jobs.Count <= 2 * pendingInQueue + 1024) return;
+                _jobs = new Queue<Job>(_jobs.Where(j => !j.IsRemoved && HasPendingIn(j)));
+            }
+        }
+
+        public int Count
+        {
+            get { lock (_gate) return _jobs.Count; }
         }
 
         public void Clear()
         {
-            lock (_jobs) _jobs.Clear();
+            lock (_gate) _jobs = new Queue<Job>();
         }
 
         public DateTimeOffset? Oldest()
         {
-            lock (_jobs)
+            lock (_gate)
             {
                 while (_jobs.TryPeek(out var job))
                 {
                     if (!job.IsRemoved && HasPendingIn(job)) return job.ArrivedAt;
                     _jobs.Dequeue();
                 }
-                if (_jobs.Count == 0 && _jobs.EnsureCapacity(0) > 1024) _jobs.TrimExcess();
                 return null;
             }
         }

@@ -230,6 +230,7 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
         if (now >= _nextHousekeeping)
         {
             _nextHousekeeping = now + Housekeeping.Ticks;
+            CompactArrivals();
             StartWork(async ct => { await _spool.PurgeDeadLettersAsync(_clock.GetUtcNow(), ct); return static () => { }; });
         }
         while (_timers.TryPeek(out var t, out var at) && at <= now)

@@ -144,6 +144,22 @@ public sealed class SchedulerOperationsTests
     }
 
     [Fact]
+    public async Task A_message_stuck_in_front_does_not_keep_every_finished_one_in_the_oldest_list()
+    {
+        await using var h = Start();
+        h.Agent.Answer = (req, r) => r.Address == "stuck@x.test" ? Greylisted(r) : RecipientOutcome.Delivered(r.Address, "mx.test");
+        await h.StartAsync();
+        var stuck = await h.CommitAsync(0, ("stuck@x.test", "default", "default"));
+        await Task.WhenAll(Enumerable.Range(0, 1500).Select(i => h.CommitAsync(0, ($"u{i}@y.test", "default", "default"))));
+        await h.IdleAsync();
+        Assert.Equal(1, h.Spool.CountPending("default"));
+        await h.AdvanceAsync(TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));   // housekeeping compacts the list
+        Assert.InRange(h.Scheduler.TrackedArrivals("default"), 1, 2 * 1 + 1024);
+        Assert.Equal(Harness.Epoch, h.Scheduler.GetQueueStats().Single(q => q.Name == "default").OldestPendingArrival);
+        Assert.NotNull(h.Spool.Find(stuck));
+    }
+
+    [Fact]
     public async Task Retry_of_a_dead_letter_requeues_it_under_the_same_id_and_survives_a_restart()
     {
         var dir = new TempDir();
