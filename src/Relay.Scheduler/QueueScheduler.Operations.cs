@@ -138,6 +138,9 @@ public sealed partial class QueueScheduler
     {
         ArgumentNullException.ThrowIfNull(settings);
         var done = new TaskCompletionSource<SchedulerReload>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Before Start the action waits in the channel and runs first; once stopping, nothing would run it.
+        if (_stopping.IsCancellationRequested || _draining)
+            return Task.FromException<SchedulerReload>(new InvalidOperationException("the scheduler is stopping"));
         Post(() =>
         {
             try { ApplySettings(settings, done); }

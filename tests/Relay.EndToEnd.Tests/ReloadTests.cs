@@ -89,6 +89,29 @@ public sealed partial class ReloadTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Dsns_are_classified_with_the_reloaded_strategy()
+    {
+        var mx = _world.Remote("127.0.0.2");
+        mx.RcptReply = _ => "550 5.1.1 no such user";
+        _world.Dns.Mx("remote.test", (10, "mx.remote.test")).Address("mx.remote.test", "127.0.0.2");
+        var host = await StartAsync(Config(hold: false));
+
+        // DSNs now go on the urgent schedule instead of 'dsn'.
+        _world.WriteConfig(Config(hold: false).Replace("{ if = \"source == 'dsn'\", then = \"'dsn'\" }", "{ if = \"source == 'dsn'\", then = \"'urgent'\" }"));
+        Assert.True((await host.ReloadAsync(CancellationToken.None)).Ok);
+        await SendAsync(Port(host, "smtp"), "nobody@remote.test");
+
+        QueuedMessage? dsn = null;
+        await RelayWorld.WaitUntil(() =>
+        {
+            dsn = host.Spool.List(null, 100).FirstOrDefault(m => host.Spool.Find(m.Id) is { } f && f.RecipientCount == 1
+                                                                 && m.Recipients[0].Domain == "origin.test");
+            return dsn is not null;
+        }, TimeSpan.FromSeconds(20), "the failure DSN to the sender");
+        Assert.Equal("urgent", dsn!.Recipients[0].Schedule);
+    }
+
+    [Fact]
     public async Task A_broken_config_is_refused_with_its_errors_and_the_running_one_keeps_working()
     {
         var host = await StartAsync(Config());
