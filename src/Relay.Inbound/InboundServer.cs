@@ -187,8 +187,8 @@ public sealed class InboundServer : IAsyncDisposable
     {
         var task = Task.Run(async () =>
         {
-            using var bound = CancellationTokenSource.CreateLinkedTokenSource(_abortRetiring.Token);
-            bound.CancelAfter(sessionTimeout + TimeSpan.FromMinutes(1));
+            using var timeout = new CancellationTokenSource(sessionTimeout + TimeSpan.FromMinutes(1), _runtime.Clock);
+            using var bound = CancellationTokenSource.CreateLinkedTokenSource(_abortRetiring.Token, timeout.Token);
             await StopHostsAsync([host], bound.Token);
         });
         lock (_retiring)
@@ -200,7 +200,7 @@ public sealed class InboundServer : IAsyncDisposable
 
     private async Task<ListenerHost> StartListenerAsync(ListenerSettings settings, bool retryBind, CancellationToken cancellationToken)
     {
-        var deadline = DateTime.UtcNow + RebindWait;
+        var deadline = _runtime.Clock.GetUtcNow() + RebindWait;
         while (true)
         {
             var certificate = LoadCertificate(settings.Tls);
@@ -241,12 +241,12 @@ public sealed class InboundServer : IAsyncDisposable
                 await app.StartAsync(cancellationToken);
                 return new ListenerHost(settings, app, endpoints, certificate);
             }
-            catch (IOException e) when (retryBind && IsAddressInUse(e) && DateTime.UtcNow < deadline)
+            catch (IOException e) when (retryBind && IsAddressInUse(e) && _runtime.Clock.GetUtcNow() < deadline)
             {
                 // Rebinding the port the old listener is leaving: its unbind may not have happened yet.
                 await app.DisposeAsync();
                 certificate?.Dispose();
-                await Task.Delay(25, cancellationToken);
+                await Task.Delay(TimeSpan.FromMilliseconds(25), _runtime.Clock, cancellationToken);
             }
             catch
             {
@@ -268,7 +268,7 @@ public sealed class InboundServer : IAsyncDisposable
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         _runtime.Stop();
-        using var fallback = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(DefaultStopTimeout);
+        using var fallback = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(DefaultStopTimeout, _runtime.Clock);
         var token = fallback?.Token ?? cancellationToken;
         await using var abort = token.Register(() => _abortRetiring.Cancel());
         Task[] retiring;

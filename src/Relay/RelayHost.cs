@@ -20,6 +20,7 @@ public sealed class RelayHost : IAsyncDisposable
     private readonly SemaphoreSlim _reloading = new(1, 1);
     private bool _stopped;
     private IDeliveryAgent? _deliveryAgent;
+    private TimeProvider _clock = TimeProvider.System;
 
     private RelayHost(RelaySettings settings, LiveStrategy strategy, FileSpool spool, QueueScheduler scheduler, InboundServer inbound,
         RelayMetrics metrics, SlaTracker sla, ILogger log)
@@ -98,7 +99,7 @@ public sealed class RelayHost : IAsyncDisposable
             await inbound.StartAsync(cancellationToken);
             foreach (var endpoint in inbound.EndPoints)
                 log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
-            var host = new RelayHost(settings, strategy, spool, scheduler, inbound, metrics, sla, log) { _deliveryAgent = deliveryAgent };
+            var host = new RelayHost(settings, strategy, spool, scheduler, inbound, metrics, sla, log) { _deliveryAgent = deliveryAgent, _clock = clock };
             if (settings.Admin.Enabled)
             {
                 host.Admin = new AdminServer(settings.Admin, new AdminServices
@@ -202,7 +203,7 @@ public sealed class RelayHost : IAsyncDisposable
     {
         if (_stopped) return;
         _stopped = true;
-        using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout);
+        using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
         var token = bound?.Token ?? cancellationToken;
         if (Admin is not null) await Admin.StopAsync(token);
         await Inbound.StopAsync(token);
