@@ -57,7 +57,7 @@ public sealed partial class QueueScheduler
             var s = job.GetRecipient(i);
             if (s.Status != RecipientStatus.Pending || s.Queue == last) continue;
             last = s.Queue;
-            _arrivals.GetOrAdd(s.Queue, static q => new ArrivalTrack(q)).Add(job, _spool.CountPending(s.Queue));
+            _arrivals.GetOrAdd(s.Queue, static q => new ArrivalTrack(q)).Add(job, _spool);
         }
     }
 
@@ -73,13 +73,14 @@ public sealed partial class QueueScheduler
     {
         private readonly object _gate = new();
         private Queue<Job> _jobs = new();
+        private long _checkAt = 1024;   // length at which Add next asks the spool for the queue's pending count
 
-        public void Add(Job job, long pendingInQueue)
+        public void Add(Job job, ISpoolStore spool)
         {
             lock (_gate)
             {
                 _jobs.Enqueue(job);
-                Compact(pendingInQueue);
+                if (_jobs.Count > _checkAt) Compact(spool.CountPending(queue));
             }
         }
 
@@ -87,8 +88,9 @@ public sealed partial class QueueScheduler
         {
             lock (_gate)
             {
-                if (_jobs.Count <= 2 * pendingInQueue + 1024) return;
-                _jobs = new Queue<Job>(_jobs.Where(j => !j.IsRemoved && HasPendingIn(j)));
+                if (_jobs.Count > 2 * pendingInQueue + 1024)
+                    _jobs = new Queue<Job>(_jobs.Where(j => !j.IsRemoved && HasPendingIn(j)));
+                _checkAt = Math.Max(2L * _jobs.Count, 2 * pendingInQueue + 1024);   // next look once it has doubled
             }
         }
 
