@@ -14,14 +14,7 @@ internal static partial class AdminLog
     [LoggerMessage(7003, LogLevel.Warning, "admin API: refused {Method} {Path} from {Remote}: missing or wrong X-API-Token")]
     public static partial void Unauthorized(this ILogger logger, string method, string path, string? remote);
 
-    [LoggerMessage(7004, LogLevel.Information, "{MessageId}: retry requested by operator ({Recipients} recipient(s))")]
-    public static partial void RetryRequested(this ILogger logger, string messageId, int recipients);
-
-    [LoggerMessage(7005, LogLevel.Information, "{MessageId}: dead letter requeued by operator as {NewId} ({Recipients} recipient(s))")]
-    public static partial void Requeued(this ILogger logger, string messageId, string newId, int recipients);
-
-    [LoggerMessage(7006, LogLevel.Information, "{MessageId}: deleted by operator ({Recipients} pending recipient(s), bounce={Bounce})")]
-    public static partial void Deleted(this ILogger logger, string messageId, int recipients, bool bounce);
+    // 7004–7006 (retry/requeue/delete) moved to the scheduler, which does them now (events 3011–3013).
 
     [LoggerMessage(7007, LogLevel.Information, "config reload: {Result}")]
     public static partial void Reloaded(this ILogger logger, string result);

@@ -18,6 +18,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Relay.Admin.Api;
 using Relay.Admin.Metrics;
 using Relay.Config.Settings;
+using Relay.Scheduler;
 
 namespace Relay.Admin;
 
@@ -162,8 +163,9 @@ public sealed class AdminServer : IAsyncDisposable
         {
             var p = _services.Sla.Percentiles(q.Name);
             var target = _services.Sla.TargetOf(q.Name);
-            double? oldest = q.Depth > 0 && facts.OldestPendingByQueue.TryGetValue(q.Name, out var at)
-                ? Math.Max(0, Math.Round((now - at).TotalSeconds, 3)) : q.Depth > 0 ? null : 0;
+            // The scheduler knows its oldest pending arrival per queue; the census walk is only a fallback.
+            var at = q.OldestPendingArrival ?? (facts.OldestPendingByQueue.TryGetValue(q.Name, out var walked) ? walked : (DateTimeOffset?)null);
+            double? oldest = q.Depth > 0 && at is { } a ? Math.Max(0, Math.Round((now - a).TotalSeconds, 3)) : q.Depth > 0 ? null : 0;
             return new QueueView(q.Name, q.Depth, q.InFlight, q.ThreadsPerNode, q.MaxSize, oldest,
                 new LatencyView(p?.P50, p?.P95, p?.P99), target?.TotalSeconds, _services.Sla.Violations(q.Name),
                 target is { } t && p is not null ? p.P95 <= t.TotalSeconds : null, p?.Samples ?? 0);

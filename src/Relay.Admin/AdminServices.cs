@@ -10,7 +10,7 @@ public sealed class AdminServices
 {
     public required ISpoolStore Spool { get; init; }
     public required QueueScheduler Scheduler { get; init; }
-    /// <summary>Retry and cancel; <see cref="SpoolQueueControl"/> until the scheduler implements <see cref="IQueueControl"/>.</summary>
+    /// <summary>Retry and cancel: the scheduler (<see cref="QueueScheduler"/> implements <see cref="IQueueControl"/>).</summary>
     public required IQueueControl Control { get; init; }
     public required RelayMetrics Metrics { get; init; }
     public required SlaTracker Sla { get; init; }

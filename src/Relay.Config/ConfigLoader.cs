@@ -145,8 +145,17 @@ public static partial class ConfigLoader
                     listeners.Add(new ListenerSettings(name, binds, tls, implicitTls, requireAuth));
                 }
             }
+            var shutdownTimeout = ReadShutdownTimeout(s);
             s.ReportUnknownKeys();
-            return new ServerSettings(hostname, listeners);
+            return new ServerSettings(hostname, listeners) { ShutdownTimeout = shutdownTimeout };
+        }
+
+        /// <summary><c>[server] shutdown-timeout</c>: how long SIGTERM waits for sessions and deliveries in flight.</summary>
+        private static TimeSpan ReadShutdownTimeout(Section s)
+        {
+            var timeout = s.Duration("shutdown-timeout", ServerSettings.DefaultShutdownTimeout);
+            if (timeout < TimeSpan.Zero) s.Error("shutdown-timeout", "must not be negative");
+            return timeout;
         }
 
         private SessionSettings ReadSession(Section? s)

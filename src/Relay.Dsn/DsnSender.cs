@@ -18,8 +18,7 @@ public sealed class DsnSender : IDeliveryReports
     private static readonly FormatOptions Wire = CreateWireFormat();
 
     private readonly IMessageSpool _spool;
-    private readonly QueueStrategy _strategy;
-    private readonly IReadOnlyDictionary<string, ScheduleSettings> _schedules;
+    private readonly LiveStrategy _strategy;   // shared with the other stages: a reload swaps it for all
     private readonly DsnBuilder _builder;
     private readonly TimeProvider _clock;
     private readonly ILogger _log;
@@ -31,13 +30,24 @@ public sealed class DsnSender : IDeliveryReports
     {
     }
 
+    /// <summary>The host's constructor with the process-wide strategy holder, so a config reload reaches DSNs too.</summary>
+    public DsnSender(IMessageSpool spool, RelaySettings settings, LiveStrategy strategy, TimeProvider clock, ILogger logger, DsnOptions? options = null)
+        : this(spool, settings.Server.Hostname, settings.Dsn, strategy, clock, logger, options)
+    {
+    }
+
     public DsnSender(IMessageSpool spool, string hostname, DsnSettings dsn, QueueSettings queue, TimeProvider clock,
+                     ILogger logger, DsnOptions? options = null)
+        : this(spool, hostname, dsn, new LiveStrategy(queue), clock, logger, options)
+    {
+    }
+
+    public DsnSender(IMessageSpool spool, string hostname, DsnSettings dsn, LiveStrategy strategy, TimeProvider clock,
                      ILogger logger, DsnOptions? options = null)
     {
         options ??= new DsnOptions();
         _spool = spool;
-        _strategy = queue.Strategy;
-        _schedules = queue.Schedules;
+        _strategy = strategy;
         _builder = new DsnBuilder(hostname, dsn, options);
         _clock = clock;
         _log = logger;
@@ -63,7 +73,7 @@ public sealed class DsnSender : IDeliveryReports
     public async ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken)
     {
         // One report → at most one DSN, so a throw leaves nothing half-sent for the scheduler's retry.
-        if (DsnPlanner.ForDelay(report, _clock.GetUtcNow(), _schedules) is { } request)
+        if (DsnPlanner.ForDelay(report, _clock.GetUtcNow(), _strategy.Schedules) is { } request)
             await SendAsync(request, report.OpenContent, cancellationToken);
     }
 

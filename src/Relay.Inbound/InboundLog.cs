@@ -13,8 +13,8 @@ internal static partial class InboundLog
     [LoggerMessage(1002, LogLevel.Information, "disconnect from {RemoteIp} ({Commands} commands, {Errors} errors)")]
     public static partial void Disconnected(this ILogger logger, IPAddress remoteIp, int commands, int errors);
 
-    [LoggerMessage(1003, LogLevel.Information, "{MessageId}: from=<{Sender}>, size={Size}, nrcpt={Recipients}, priority={Priority} (queued)")]
-    public static partial void Queued(this ILogger logger, string messageId, string sender, long size, int recipients, int priority);
+    [LoggerMessage(1003, LogLevel.Information, "{MessageId}: from=<{Sender}>, size={Size}, nrcpt={Recipients}, priority={Priority}, schedule={Schedule} (queued)")]
+    public static partial void Queued(this ILogger logger, string messageId, string sender, long size, int recipients, int priority, string schedule);
 
     [LoggerMessage(1004, LogLevel.Information, "reject: RCPT from {RemoteIp}: {Reply}; to=<{Recipient}>")]
     public static partial void RecipientRejected(this ILogger logger, IPAddress remoteIp, string recipient, string reply);
@@ -57,4 +57,10 @@ internal static partial class InboundLog
 
     [LoggerMessage(1017, LogLevel.Information, "too many errors from {RemoteIp}, closing")]
     public static partial void TooManyErrors(this ILogger logger, IPAddress remoteIp);
+
+    [LoggerMessage(1018, LogLevel.Information, "listener {Listener} started on {EndPoint}")]
+    public static partial void ListenerStarted(this ILogger logger, string listener, string endPoint);
+
+    [LoggerMessage(1019, LogLevel.Information, "listener {Listener} removed: no new connections, open sessions finish")]
+    public static partial void ListenerStopped(this ILogger logger, string listener);
 }

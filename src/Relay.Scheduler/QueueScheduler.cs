@@ -12,7 +12,7 @@ using Job = Relay.Spool.SpooledMessage;
 
 namespace Relay.Scheduler;
 
-public sealed class QueueScheduler : IAsyncDisposable
+public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
 {
     private const int IngestBatch = 4096;
     private static readonly TimeSpan SettleRetry = TimeSpan.FromMinutes(1);
@@ -20,12 +20,15 @@ public sealed class QueueScheduler : IAsyncDisposable
 
     private readonly ISpoolStore _spool;
     private readonly IDeliveryAgent _agent;
-    private readonly IDeliveryReports _reports;
+    private readonly IDeliveryReports _reports;        // drops reports about cancelled messages (Operations)
+    private readonly IDeliveryReports _reportsDirect;
     private readonly TimeProvider _clock;
     private readonly ILogger _log;
-    private readonly IReadOnlyDictionary<string, ScheduleSettings> _schedules;
+    // Replaced by a reload (on the loop); read from other threads by HasRoom / GetQueueStats.
+    private volatile IReadOnlyDictionary<string, ScheduleSettings> _schedules;
+    private volatile ScheduleSettings? _fallback;
     private readonly Dictionary<string, VirtualQueue> _queues = new(StringComparer.Ordinal);
-    private readonly IReadOnlyDictionary<string, VirtualQueueSettings> _queueSettings;
+    private volatile IReadOnlyDictionary<string, VirtualQueueSettings> _queueSettings;
     private readonly Dictionary<string, ScheduleSettings> _fallbacks = new(StringComparer.Ordinal);
     private readonly PriorityQueue<TimerItem, long> _timers = new();
     private readonly Channel<Action> _events = Channel.CreateUnbounded<Action>();
@@ -55,10 +58,12 @@ public sealed class QueueScheduler : IAsyncDisposable
         _schedules = schedules;
         _queueSettings = queues;
         _agent = agent;
-        _reports = reports;
+        _reportsDirect = reports;
+        _reports = new LiveReports(reports, this);
         _clock = clock;
         _log = logger ?? NullLogger.Instance;
         foreach (var (name, settings) in queues) _queues[name] = new VirtualQueue(settings);
+        _queueView = new Dictionary<string, VirtualQueue>(_queues, StringComparer.Ordinal);
         _consumeWake = ConsumeWake;
         _timer = clock.CreateTimer(_ => TimerFired(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _spool.Committed += Wake;
@@ -67,7 +72,7 @@ public sealed class QueueScheduler : IAsyncDisposable
     /// <summary>Built from the validated config's <c>[queue]</c> section.</summary>
     public QueueScheduler(ISpoolStore spool, QueueSettings settings, IDeliveryAgent agent, IDeliveryReports reports,
                           TimeProvider clock, ILogger? logger = null)
-        : this(spool, settings.Schedules, settings.VirtualQueues, agent, reports, clock, logger) { }
+        : this(spool, settings.Schedules, settings.VirtualQueues, agent, reports, clock, logger) => _fallback = settings.Strategy.Fallback;
 
     /// <summary>Completes once every message recovered from the spool at start is scheduled.</summary>
     public Task Ready => _ready.Task;
@@ -81,18 +86,6 @@ public sealed class QueueScheduler : IAsyncDisposable
         _loop = Task.Run(LoopAsync);
         Wake();
     }
-
-    /// <summary>
-    /// Back-pressure for RCPT (DESIGN.md max-size): false when virtual queue <paramref name="queueName"/> already
-    /// holds its max-size of recipients not yet final. Thread-safe.
-    /// </summary>
-    public bool HasRoom(string queueName) =>
-        !_queueSettings.TryGetValue(queueName, out var q) || q.MaxSize is not { } max || _spool.CountPending(queueName) < max;
-
-    /// <summary>Per virtual queue: depth (recipients not final), deliveries in flight, slots. Thread-safe, approximate.</summary>
-    public IReadOnlyList<VirtualQueueStats> GetQueueStats() =>
-        _queueSettings.Values.Select(q => new VirtualQueueStats(
-            q.Name, _spool.CountPending(q.Name), _queues.TryGetValue(q.Name, out var v) ? v.InFlight : 0, q.ThreadsPerNode, q.MaxSize)).ToList();
 
     /// <summary>Makes every pending recipient of a message due now (admin "retry").</summary>
     public void RetryNow(string messageId) => Post(() =>
@@ -151,6 +144,12 @@ public sealed class QueueScheduler : IAsyncDisposable
             while (await reader.WaitToReadAsync(_stopping.Token))
             {
                 while (reader.TryRead(out var action)) action();
+                if (_draining)
+                {
+                    // Shutting down: nothing new starts; work in flight finishes and is recorded (DrainAsync).
+                    if (_outstanding == 0) _drained.TrySetResult();
+                    continue;
+                }
                 var now = _clock.GetUtcNow().UtcTicks;
                 Ingest(now);
                 FireTimers(now);
@@ -216,6 +215,7 @@ public sealed class QueueScheduler : IAsyncDisposable
         if (unreported is not null) StartReport(job, unreported);   // crashed between "final" and "reported"
         else if (allFinal) MaybeComplete(job);
         ArmCheck(job, now);
+        TrackArrival(job);
     }
 
     private void EnqueueReady(Job job, int index, long dueTicks)
@@ -230,6 +230,7 @@ public sealed class QueueScheduler : IAsyncDisposable
         if (now >= _nextHousekeeping)
         {
             _nextHousekeeping = now + Housekeeping.Ticks;
+            CompactArrivals();
             StartWork(async ct => { await _spool.PurgeDeadLettersAsync(_clock.GetUtcNow(), ct); return static () => { }; });
         }
         while (_timers.TryPeek(out var t, out var at) && at <= now)
@@ -487,6 +488,9 @@ public sealed class QueueScheduler : IAsyncDisposable
                     {
                         return RecipientPolicy.Expire(i, states[i], schedules[i]);
                     }).ToList();
+                    foreach (var c in changes)
+                        _log.Expired(id, envelope.Recipients[c.Index].Address, c.Attempts, schedules[c.Index].Name,
+                                     c.LastError is { } e ? $"{e.Code} {e.EnhancedStatus} {e.Text}" : "");
                     var attempted = new Dictionary<int, ReportedAttempt>();
                     foreach (var i in expire)
                         if (RecipientPolicy.LastAttemptAt(states[i], schedules[i]) is { } last) attempted[i] = new ReportedAttempt(false, last);
@@ -663,6 +667,13 @@ public sealed class QueueScheduler : IAsyncDisposable
         if (_schedules.TryGetValue(name, out var s)) return s;
         if (_fallbacks.TryGetValue(name, out s)) return s;
         _log.UnknownSchedule(name);
+        if (_fallback is { } fallback)
+        {
+            // A schedule the config no longer has: its recipients go by the strategy's 'else' schedule (a reload
+            // also moves them durably, RerouteAsync).
+            _fallbacks[name] = fallback;
+            return fallback;
+        }
         // A schedule removed from the config: keep trying, with the defaults Stalwart documents.
         s = new ScheduleSettings(name, recordedQueue, [TimeSpan.FromMinutes(5)], [], new Expiry.Ttl(TimeSpan.FromDays(5)), null);
         _fallbacks[name] = s;
@@ -676,6 +687,7 @@ public sealed class QueueScheduler : IAsyncDisposable
         _log.UnknownQueue(name, threads);
         q = new VirtualQueue(new VirtualQueueSettings(name, threads, TimeSpan.FromMinutes(1), null));
         _queues[name] = q;
+        _queueView = new Dictionary<string, VirtualQueue>(_queues, StringComparer.Ordinal);
         return q;
     }
 
@@ -713,5 +725,3 @@ public sealed class QueueScheduler : IAsyncDisposable
     private readonly record struct ReportedAttempt(bool Relayed, DateTimeOffset At);
 }
 
-/// <summary>One virtual queue as the admin API shows it.</summary>
-public sealed record VirtualQueueStats(string Name, long Depth, int InFlight, int ThreadsPerNode, long? MaxSize);

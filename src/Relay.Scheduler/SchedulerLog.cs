@@ -31,4 +31,19 @@ internal static partial class SchedulerLog
 
     [LoggerMessage(3009, LogLevel.Error, "scheduler loop failed")]
     public static partial void LoopFailed(this ILogger logger, Exception exception);
+
+    [LoggerMessage(3010, LogLevel.Information, "reload: {Schedules} schedules, {Queues} virtual queues; {Moved} queued recipients moved (a removed schedule's go to '{Fallback}')")]
+    public static partial void Reconfigured(this ILogger logger, int schedules, int queues, int moved, string fallback);
+
+    [LoggerMessage(3011, LogLevel.Information, "{MessageId}: retry requested by the operator for {Recipients} recipients")]
+    public static partial void RetryRequested(this ILogger logger, string messageId, int recipients);
+
+    [LoggerMessage(3012, LogLevel.Information, "{MessageId}: dead letter queued again by the operator ({Recipients} recipients)")]
+    public static partial void Requeued(this ILogger logger, string messageId, int recipients);
+
+    [LoggerMessage(3013, LogLevel.Information, "{MessageId}: removed by the operator ({Recipients} pending recipients, bounced={Bounced})")]
+    public static partial void Cancelled(this ILogger logger, string messageId, int recipients, bool bounced);
+
+    [LoggerMessage(3014, LogLevel.Information, "{MessageId}: to=<{Recipient}>, status=expired, attempts={Attempts}, schedule={Schedule} ({Reason})")]
+    public static partial void Expired(this ILogger logger, string messageId, string recipient, int attempts, string schedule, string reason);
 }

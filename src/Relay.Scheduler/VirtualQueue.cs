@@ -12,7 +12,8 @@ internal sealed class VirtualQueue(VirtualQueueSettings settings)
     private long _sequence;
     private int _inFlight;
 
-    public VirtualQueueSettings Settings { get; } = settings;
+    /// <summary>Replaced by a reload; a new priority-aging applies once the heap is rebuilt (<see cref="DrainTo"/>).</summary>
+    public VirtualQueueSettings Settings { get; set; } = settings;
     public string Name => Settings.Name;
     public int InFlight => Volatile.Read(ref _inFlight);
     public int ReadyCount => _ready.Count;
@@ -31,6 +32,12 @@ internal sealed class VirtualQueue(VirtualQueueSettings settings)
             ? new ReadyKey(dueTicks - priority * aging, 0, fifo, ++_sequence)
             : new ReadyKey(-priority, dueTicks, fifo, ++_sequence);
         _ready.Enqueue(new ReadyItem(job, index, version), key);
+    }
+
+    /// <summary>Moves every waiting entry out (to be enqueued again, e.g. under new settings).</summary>
+    public void DrainTo(List<ReadyItem> items)
+    {
+        while (_ready.TryDequeue(out var item, out _)) items.Add(item);
     }
 
     public void Reserve(long count) => _ready.EnsureCapacity((int)Math.Min(count, Array.MaxLength));

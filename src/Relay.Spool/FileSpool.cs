@@ -136,6 +136,21 @@ public sealed class FileSpool : ISpoolStore
                 case RecordType.Quarantine:
                     Unindex(JournalRecords.ReadIdRecord(r).Id);
                     break;
+                case RecordType.Reroute:
+                {
+                    var id = r.ReadString();
+                    var n = r.Read7BitEncodedInt();
+                    TryGet(id, out var target);
+                    for (var i = 0; i < n; i++)
+                    {
+                        var index = r.Read7BitEncodedInt();
+                        var schedule = r.ReadString();
+                        var queue = r.ReadString();
+                        if (target is null || (uint)index >= (uint)target.Slots.Length) continue;
+                        target.Slots[index].Route = InternRoute(schedule, queue);
+                    }
+                    break;
+                }
                 case RecordType.DeadLetter:
                 {
                     var (id, ticks, _) = JournalRecords.ReadIdRecord(r);
@@ -508,6 +523,90 @@ public sealed class FileSpool : ISpoolStore
         await durable;
     }
 
+    public async ValueTask<bool> RemoveAsync(string id, CancellationToken cancellationToken)
+    {
+        Task durable;
+        lock (_gate)
+        {
+            if (!TryGet(id, out var m)) return false;
+            Forget(m);
+            durable = _journal.Append(JournalRecords.Remove(id), null);
+        }
+        await durable;
+        DeleteFile(id);
+        return true;
+    }
+
+    public async ValueTask<bool> ReopenAsync(string id, IReadOnlyList<int> recipients, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        Task durable;
+        SpooledMessage m;
+        lock (_gate)
+        {
+            if (!TryGet(id, out var found) || found.FinalizedTicks == 0) return false;
+            m = found;
+            foreach (var i in recipients.Distinct())
+            {
+                if ((uint)i >= (uint)m.Slots.Length) throw new ArgumentOutOfRangeException(nameof(recipients), $"recipient {i} of {id}");
+                ref var s = ref m.Slots[i];
+                if (s.Status == RecipientStatus.Pending) continue;
+                var change = new RecipientChange(i, RecipientStatus.Pending, 0, now, s.Error, 0, false);
+                s.Apply(change);
+                PendingBox(s.Route.Queue).Value++;
+            }
+            // Live again (the dead-letter queue skips it when its turn comes), and its time in the queue starts over
+            // now (expire, notify), as a requeue does in Postfix. One full Message record replaces the old entry.
+            m.FinalizedTicks = 0;
+            m.ArrivedTicks = now.UtcTicks;
+            durable = _journal.Append(JournalRecords.Message(m), null);
+        }
+        await durable;
+        lock (_gate) _handoff.Enqueue(m);
+        Committed?.Invoke();
+        return true;
+    }
+
+    public async ValueTask<RerouteResult> RerouteAsync(Func<string, string, (string Schedule, string Queue)> map,
+                                                       CancellationToken cancellationToken)
+    {
+        var live = new List<SpooledMessage>();
+        var moved = 0;
+        Task durable = Task.CompletedTask;
+        var decided = new Dictionary<Route, Route>();   // thousands of recipients share a handful of routes
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (var m in _index.Values)
+            {
+                if (m.FinalizedTicks != 0) continue;
+                List<(int, string, string)>? moves = null;
+                var pending = false;
+                for (var i = 0; i < m.Slots.Length; i++)
+                {
+                    ref var s = ref m.Slots[i];
+                    if (s.Status != RecipientStatus.Pending) continue;
+                    pending = true;
+                    if (!decided.TryGetValue(s.Route, out var to))
+                    {
+                        var (schedule, queue) = map(s.Route.Schedule, s.Route.Queue);
+                        decided[s.Route] = to = InternRoute(schedule, queue);
+                    }
+                    if (ReferenceEquals(to, s.Route)) continue;
+                    PendingBox(s.Route.Queue).Value--;
+                    PendingBox(to.Queue).Value++;
+                    s.Route = to;
+                    (moves ??= []).Add((i, to.Schedule, to.Queue));
+                    moved++;
+                }
+                if (moves is not null) durable = _journal.Append(JournalRecords.Reroute(m.Id, moves), null);
+                if (pending) live.Add(m);
+            }
+        }
+        await durable;
+        live.Sort(static (a, b) => a.Sequence.CompareTo(b.Sequence));
+        return new RerouteResult(live, moved);
+    }
+
     public async ValueTask<int> PurgeDeadLettersAsync(DateTimeOffset now, CancellationToken cancellationToken)
     {
         var purged = new List<string>();
@@ -517,7 +616,7 @@ public sealed class FileSpool : ISpoolStore
             while (_deadLetters.TryPeek(out var m) && (m.Removed || m.FinalizedTicks + _options.Retention.Ticks <= now.UtcTicks))
             {
                 _deadLetters.Dequeue();
-                if (m.Removed) continue;
+                if (m.Removed || m.FinalizedTicks == 0) continue;   // gone, or re-opened by the operator
                 Forget(m);
                 purged.Add(m.Id);
                 durable = _journal.Append(JournalRecords.Remove(m.Id), null);

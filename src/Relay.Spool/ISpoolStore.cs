@@ -58,6 +58,37 @@ public interface ISpoolStore : IMessageSpool, IAsyncDisposable
     /// <summary>Moves an unreadable message out of the queue (kept under the quarantine folder) and logs why.</summary>
     ValueTask QuarantineAsync(string id, string reason, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Removes a message for good (journal <c>Remove</c>, then its file is deleted), whatever its state: the
+    /// operator's cancel (<c>postsuper -d</c>). Unknown ids are ignored; returns false for them.
+    /// </summary>
+    ValueTask<bool> RemoveAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Puts a dead letter back in the queue under its own id (<c>postsuper -r</c>): clears its finalized time,
+    /// makes <paramref name="recipients"/> pending again (attempts 0, no notices sent, not reported, due
+    /// <paramref name="now"/>), restarts its time in the queue (<see cref="SpooledMessage.ArrivedAt"/> = now, so
+    /// expire and notify count from the requeue; the envelope keeps the real arrival) and hands the message over
+    /// again through <see cref="TakeCommitted"/>. The
+    /// consumer must have forgotten its old entry first (the scheduler resets its own fields on the message).
+    /// Returns false when the id is unknown or the message is not a dead letter.
+    /// </summary>
+    ValueTask<bool> ReopenAsync(string id, IReadOnlyList<int> recipients, DateTimeOffset now, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Moves pending recipients to another (schedule, virtual queue) after a config reload: <paramref name="map"/>
+    /// gets each pending recipient's recorded (schedule, queue) and returns the one it should have (the same
+    /// pair to leave it). Changes are durable (one journal record per message changed) when the task completes.
+    /// Returns every live message that still has a pending recipient (in commit order), so the caller can re-time
+    /// them, and how many recipients moved.
+    /// </summary>
+    ValueTask<RerouteResult> RerouteAsync(Func<string, string, (string Schedule, string Queue)> map, CancellationToken cancellationToken);
+
     /// <summary>Deletes dead letters whose retention ended before <paramref name="now"/>; returns how many.</summary>
     ValueTask<int> PurgeDeadLettersAsync(DateTimeOffset now, CancellationToken cancellationToken);
 }
+
+/// <summary>What <see cref="ISpoolStore.RerouteAsync"/> did.</summary>
+/// <param name="Live">Every live message with a pending recipient, in commit order.</param>
+/// <param name="Moved">Recipients whose (schedule, queue) changed.</param>
+public sealed record RerouteResult(IReadOnlyList<SpooledMessage> Live, int Moved);

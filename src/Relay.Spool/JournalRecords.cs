@@ -14,6 +14,8 @@ internal enum RecordType : byte
     DeadLetter = 4,
     /// <summary>The message was unreadable and moved to the quarantine folder.</summary>
     Quarantine = 5,
+    /// <summary>Some recipients moved to another schedule / virtual queue (config reload).</summary>
+    Reroute = 6,
     /// <summary>Last record of a complete snapshot segment.</summary>
     SnapshotEnd = 7,
 }
@@ -52,6 +54,23 @@ internal static class JournalRecords
         {
             w.Write7BitEncodedInt(c.Index);
             WriteState(w, c.Status, c.Attempts, c.NextAttemptAt?.UtcTicks ?? 0, c.NotifySent, c.FinalReported, c.LastError);
+        }
+        w.Flush();
+        return ms.ToArray();
+    }
+
+    public static byte[] Reroute(string id, IReadOnlyList<(int Index, string Schedule, string Queue)> moves)
+    {
+        using var ms = new MemoryStream(32 + moves.Count * 24);
+        using var w = new BinaryWriter(ms);
+        w.Write((byte)RecordType.Reroute);
+        w.Write(id);
+        w.Write7BitEncodedInt(moves.Count);
+        foreach (var (index, schedule, queue) in moves)
+        {
+            w.Write7BitEncodedInt(index);
+            w.Write(schedule);
+            w.Write(queue);
         }
         w.Flush();
         return ms.ToArray();

@@ -81,6 +81,7 @@ public sealed class SpooledMessage
     internal bool ReportRetryArmed;
     internal bool Completing;
     internal bool Gone;
+    internal bool Cancelled;   // the operator cancelled it: outcomes of work still in flight are dropped
 
     internal SpooledMessage(object gate, ulong key, long arrivedTicks, int priority, long sequence, Slot[] slots)
     {
@@ -94,7 +95,7 @@ public sealed class SpooledMessage
 
     /// <summary>The queue id (formatted on each call from its numeric form).</summary>
     public string Id => MessageId.Format(Key);
-    internal long ArrivedTicks { get; }
+    internal long ArrivedTicks { get; set; }   // set again when the operator re-opens a dead letter (its queue time starts over)
     public DateTimeOffset ArrivedAt => new(ArrivedTicks, TimeSpan.Zero);
     /// <summary>RFC 6710 priority −9..9.</summary>
     public int Priority => _priority;

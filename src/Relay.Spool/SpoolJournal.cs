@@ -153,7 +153,7 @@ internal sealed class SpoolJournal : IDisposable
         }
     }
 
-    private static bool KnownType(byte t) => t is >= 1 and <= 5 or 7;
+    private static bool KnownType(byte t) => t is >= 1 and <= 7;
 
     private static bool ReadExactly(Stream s, byte[] buffer)
     {

@@ -1,5 +1,5 @@
-// RelayHost: wires the stages in their one-way order — spool, scheduler (with delivery and DSN
-// behind it), then the SMTP listeners in front — and stops them in reverse.
+// RelayHost: wires the stages in their one-way order — spool, scheduler (with delivery, delivery events and
+// DSN behind it), then the SMTP listeners and the HTTP submission API in front — and stops them in reverse.
 using Microsoft.Extensions.Logging;
 using Relay.Admin;
 using Relay.Admin.Metrics;
@@ -7,6 +7,8 @@ using Relay.Admin.Observation;
 using Relay.Api;
 using Relay.Config;
 using Relay.Config.Settings;
+using Relay.Config.Strategy;
+using Relay.Events;
 using Relay.Inbound;
 using Relay.Scheduler;
 using Relay.Spool;
@@ -17,13 +19,18 @@ namespace Relay;
 public sealed class RelayHost : IAsyncDisposable
 {
     private readonly ILogger _log;
+    private readonly SemaphoreSlim _reloading = new(1, 1);
     private bool _stopped;
     private IDeliveryAgent? _deliveryAgent;
+    private TimeProvider _clock = TimeProvider.System;
+    private DeliveryEventLog? _events;
+    private WebhookDispatcher? _webhooks;
 
-    private RelayHost(RelaySettings settings, FileSpool spool, QueueScheduler scheduler, InboundServer inbound,
+    private RelayHost(RelaySettings settings, LiveStrategy strategy, FileSpool spool, QueueScheduler scheduler, InboundServer inbound,
         RelayMetrics metrics, SlaTracker sla, ILogger log)
     {
         Settings = settings;
+        Strategy = strategy;
         Spool = spool;
         Scheduler = scheduler;
         Inbound = inbound;
@@ -32,7 +39,12 @@ public sealed class RelayHost : IAsyncDisposable
         _log = log;
     }
 
-    public RelaySettings Settings { get; }
+    /// <summary>The settings in force: the last reload's, except sections that need a restart (kept as started).</summary>
+    public RelaySettings Settings { get; private set; }
+    /// <summary>The one strategy holder every stage classifies new recipients with; a reload swaps it.</summary>
+    public LiveStrategy Strategy { get; }
+    /// <summary>Classification with the strategy in force (for stages built outside the host, e.g. the HTTP API).</summary>
+    public Func<RecipientContext, StrategyDecision> Classify => Strategy.Classify;
     public FileSpool Spool { get; }
     public QueueScheduler Scheduler { get; }
     public InboundServer Inbound { get; }
@@ -46,10 +58,21 @@ public sealed class RelayHost : IAsyncDisposable
     /// <summary>Opens the spool (recovering what a previous run left), starts the scheduler and the listeners.</summary>
     /// <param name="createAgent">Builds the delivery stage from the spool (e.g. the SMTP delivery agent).</param>
     /// <param name="createReports">Builds the DSN stage from the spool.</param>
-    public static async Task<RelayHost> StartAsync(
+    public static Task<RelayHost> StartAsync(
         RelaySettings settings,
         Func<ISpoolStore, IDeliveryAgent> createAgent,
         Func<ISpoolStore, IDeliveryReports> createReports,
+        ILoggerFactory loggerFactory,
+        TimeProvider? clock = null,
+        CancellationToken cancellationToken = default) =>
+        StartAsync(settings, createAgent, (spool, _) => createReports(spool), loggerFactory, clock, cancellationToken);
+
+    /// <inheritdoc cref="StartAsync(RelaySettings, Func{ISpoolStore, IDeliveryAgent}, Func{ISpoolStore, IDeliveryReports}, ILoggerFactory, TimeProvider?, CancellationToken)"/>
+    /// <param name="createReports">Builds the DSN stage from the spool and the host's live strategy.</param>
+    public static async Task<RelayHost> StartAsync(
+        RelaySettings settings,
+        Func<ISpoolStore, IDeliveryAgent> createAgent,
+        Func<ISpoolStore, LiveStrategy, IDeliveryReports> createReports,
         ILoggerFactory loggerFactory,
         TimeProvider? clock = null,
         CancellationToken cancellationToken = default)
@@ -60,41 +83,55 @@ public sealed class RelayHost : IAsyncDisposable
         var spool = FileSpool.Open(settings.Spool, clock, loggerFactory.CreateLogger("Relay.Spool"));
         QueueScheduler? scheduler = null;
         InboundServer? inbound = null;
+        DeliveryEventLog? events = null;
         try
         {
             // Delivery and DSN outcomes pass through observers that feed metrics, SLA and history.
             var adminOptions = new AdminOptions { Retention = settings.Spool.Retention };
+            var strategy = new LiveStrategy(settings.Queue);
             var metrics = new RelayMetrics();
             var history = new DeliveryHistory(adminOptions);
             var sla = new SlaTracker(clock, adminOptions, loggerFactory.CreateLogger("Relay.Sla"));
             sla.SetTargets(SlaTracker.TargetsFrom(settings.Queue));
+            // Delivery events of API-submitted mail (status API, webhooks), inside the observers so that a
+            // report the scheduler repeats is counted once.
+            events = DeliveryEventLog.Open(Path.Combine(settings.Spool.Path, "events"),
+                new DeliveryEventLogOptions { Retention = settings.Spool.Retention }, clock, spool, loggerFactory.CreateLogger("Relay.Events"));
             var deliveryAgent = createAgent(spool);
-            var agent = new ObservedDeliveryAgent(deliveryAgent, metrics, history, clock);
-            var reports = new ObservedDeliveryReports(createReports(spool), metrics, sla, history, clock);
+            var agent = new ObservedDeliveryAgent(
+                new EventingDeliveryAgent(deliveryAgent, events, clock, loggerFactory.CreateLogger("Relay.Events")), metrics, history, clock);
+            var reports = new ObservedDeliveryReports(
+                new EventingDeliveryReports(createReports(spool, strategy), events, clock), metrics, sla, history, clock);
             scheduler = new QueueScheduler(spool, settings.Queue, agent, reports, clock,
                 loggerFactory.CreateLogger("Relay.Scheduler"));
             scheduler.Start();
-            inbound = new InboundServer(settings, spool, loggerFactory, new SchedulerAdmission(scheduler), clock)
+            inbound = new InboundServer(settings, spool, loggerFactory, new SchedulerAdmission(scheduler), clock, strategy.Classify)
             {
                 Events = new MetricsInboundEvents(metrics),
             };
             await inbound.StartAsync(cancellationToken);
             foreach (var endpoint in inbound.EndPoints)
                 log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
-            var host = new RelayHost(settings, spool, scheduler, inbound, metrics, sla, log) { _deliveryAgent = deliveryAgent };
+            var host = new RelayHost(settings, strategy, spool, scheduler, inbound, metrics, sla, log)
+            {
+                _deliveryAgent = deliveryAgent, _clock = clock, _events = events,
+            };
+            host._webhooks = new WebhookDispatcher(events, ApiWebhooks.TargetsFrom(settings.Api), clock: clock,
+                logger: loggerFactory.CreateLogger("Relay.Webhooks"));
+            await host._webhooks.StartAsync(cancellationToken);
             if (settings.Api.Enabled)
             {
-                // NoDeliveryEvents until the delivery-event stage is wired in (issue #10).
-                host.Api = new ApiServer(settings.Api, settings.Server.Hostname, spool, context => host.Settings.Queue.Strategy.Classify(context),
-                    NoDeliveryEvents.Instance, NoDeliveryEvents.Instance, clock, loggerFactory) { QueueHasRoom = scheduler.HasRoom };
+                host.Api = new ApiServer(settings.Api, settings.Server.Hostname, spool, strategy.Classify,
+                    events, events, clock, loggerFactory) { QueueHasRoom = scheduler.HasRoom };
                 await host.Api.StartAsync(cancellationToken);
+                log.LogInformation("HTTP submission API on {EndPoint}", host.Api.EndPoint);
             }
             if (settings.Admin.Enabled)
             {
                 host.Admin = new AdminServer(settings.Admin, new AdminServices
                 {
                     Spool = spool, Scheduler = scheduler, Metrics = metrics, Sla = sla, History = history, Clock = clock,
-                    Control = new SpoolQueueControl(spool, scheduler, reports, clock, loggerFactory.CreateLogger("Relay.Admin")),
+                    Control = scheduler,
                     Reload = host.ReloadAsync,
                     SpoolRoot = settings.Spool.Path,
                 }, adminOptions, loggerFactory);
@@ -111,38 +148,99 @@ public sealed class RelayHost : IAsyncDisposable
         {
             if (inbound is not null) await inbound.DisposeAsync();
             if (scheduler is not null) await scheduler.DisposeAsync();
+            if (events is not null) await events.DisposeAsync();
             await spool.DisposeAsync();
             throw;
         }
     }
 
     /// <summary>
-    /// Re-reads the config file and validates it; an invalid one is refused with its errors. Today only the
-    /// SLA targets are applied live; strategy, schedules and listeners change at the next restart.
+    /// Re-reads the config file (SIGHUP and <c>POST /api/reload</c>). An invalid config is refused with its errors
+    /// and the running one stays. A valid one is applied: the strategy for new recipients (SMTP, DSNs, API — one
+    /// <see cref="LiveStrategy"/>), schedules and virtual queues (queued recipients keep their schedule if it still
+    /// exists, else move to the fallback), SLA targets, listeners, and <c>[session]</c>/<c>[local]</c> for new
+    /// sessions. Changed keys that only a restart applies (spool, resolver, delivery, admin, dsn, hostname for
+    /// delivery and DSNs) are named in the result and logged.
     /// </summary>
-    public Task<ReloadResult> ReloadAsync(CancellationToken cancellationToken)
+    public async Task<ReloadResult> ReloadAsync(CancellationToken cancellationToken)
     {
-        var loaded = ConfigLoader.LoadFile(Settings.SourcePath);
-        if (!loaded.Ok)
+        await _reloading.WaitAsync(cancellationToken);
+        try
         {
-            foreach (var error in loaded.Errors) _log.LogError("reload refused: {Error}", error.ToString());
-            return Task.FromResult(ReloadResult.Refused(loaded.Errors));
+            var loaded = ConfigLoader.LoadFile(Settings.SourcePath);
+            if (!loaded.Ok)
+            {
+                foreach (var error in loaded.Errors) _log.LogError("reload refused: {Error}", error.ToString());
+                _log.LogWarning("reload refused: {Count} config error(s) in {Path}; the running config is kept", loaded.Errors.Count, Settings.SourcePath);
+                return ReloadResult.Refused(loaded.Errors);
+            }
+            var next = loaded.Settings!;
+            var running = Settings;
+            var restart = ReloadDiff.NeedsRestart(running, next);
+
+            Strategy.Swap(next.Queue);                                   // new recipients, from now on
+            var queues = await Scheduler.ReconfigureAsync(next.Queue);   // queued recipients, virtual queues
+            Sla.SetTargets(SlaTracker.TargetsFrom(next.Queue));
+            string listenerText;
+            try
+            {
+                var listeners = await Inbound.ReconfigureAsync(next, cancellationToken);
+                listenerText = ReloadDiff.Describe(listeners);
+                foreach (var endpoint in Inbound.EndPoints.Where(e => listeners.Started.Contains(e.Listener) || listeners.Rebound.Contains(e.Listener)))
+                    _log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
+            }
+            catch (IOException e)
+            {
+                listenerText = "listeners: " + e.Message;
+                _log.LogError("reload: {Error}", listenerText);
+            }
+
+            // What runs now: the new config, except the sections only a restart applies.
+            Settings = next with
+            {
+                Spool = running.Spool, Resolver = running.Resolver, Delivery = running.Delivery, Admin = running.Admin, Dsn = running.Dsn,
+            };
+            var parts = new List<string> { "strategy, schedules and SLA targets applied" };
+            if (queues.QueuesAdded.Count > 0) parts.Add("virtual queues added: " + string.Join(", ", queues.QueuesAdded));
+            if (queues.QueuesRemoved.Count > 0) parts.Add("virtual queues removed (in-flight deliveries finish): " + string.Join(", ", queues.QueuesRemoved));
+            if (queues.RecipientsMoved > 0) parts.Add($"{queues.RecipientsMoved} queued recipient(s) moved to another schedule or queue");
+            parts.Add(listenerText);
+            parts.Add("[session] and [local] apply to new sessions");
+            if (restart.Count > 0)
+            {
+                parts.Add("needs restart: " + string.Join(", ", restart));
+                _log.LogWarning("reload: these changes need a restart and are not applied: {Keys}", string.Join(", ", restart));
+            }
+            var summary = string.Join("; ", parts);
+            _log.LogInformation("reload: {Path}: {Summary}", Settings.SourcePath, summary);
+            return ReloadResult.Success(summary);
         }
-        Sla.SetTargets(SlaTracker.TargetsFrom(loaded.Settings!.Queue));
-        _log.LogInformation("reload: {Path} is valid; SLA targets applied, other changes take effect at restart", Settings.SourcePath);
-        return Task.FromResult(ReloadResult.Success("valid; SLA targets applied; strategy, schedules and listeners change at restart"));
+        finally
+        {
+            _reloading.Release();
+        }
     }
 
-    /// <summary>Stops accepting, lets in-flight work finish, leaves everything else in the spool.</summary>
+    /// <summary>
+    /// Graceful stop (SIGTERM): stops accepting (idle sessions get 421, a message being received is finished), lets
+    /// deliveries in flight finish and be recorded within <paramref name="cancellationToken"/> (or <c>[server]
+    /// shutdown-timeout</c> when it cannot be cancelled), and leaves everything else in the spool.
+    /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         if (_stopped) return;
         _stopped = true;
-        if (Admin is not null) await Admin.StopAsync(cancellationToken);
-        if (Api is not null) await Api.StopAsync(cancellationToken);
-        await Inbound.StopAsync(cancellationToken);
+        using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
+        var token = bound?.Token ?? cancellationToken;
+        if (Admin is not null) await Admin.StopAsync(token);
+        if (Api is not null) await Api.StopAsync(token);
+        await Inbound.StopAsync(token);
+        if (!await Scheduler.DrainAsync(token))
+            _log.LogWarning("shutdown timeout: deliveries still in flight are cancelled; their recipients stay queued");
         await Scheduler.StopAsync();
+        if (_webhooks is not null) await _webhooks.StopAsync(CancellationToken.None);
         if (_deliveryAgent is IAsyncDisposable disposable) await disposable.DisposeAsync();   // QUIT pooled connections
+        if (_events is not null) await _events.DisposeAsync();
         await Spool.DisposeAsync();
         _log.LogInformation("stopped");
     }

@@ -1,6 +1,7 @@
 // StageFactory: builds the delivery and DSN stages from the settings, for RelayHost.
 using Microsoft.Extensions.Logging;
 using Relay.Config.Settings;
+using Relay.Config.Strategy;
 using Relay.Delivery;
 using Relay.Dsn;
 using Relay.Scheduler;
@@ -10,9 +11,12 @@ namespace Relay;
 
 public static class StageFactory
 {
-    /// <summary>The DSN stage: delay/failure/success notices written back into the spool.</summary>
-    public static Func<ISpoolStore, IDeliveryReports> CreateReports(RelaySettings settings, ILoggerFactory loggerFactory, TimeProvider? clock = null) =>
-        spool => new DsnSender(spool, settings, clock ?? TimeProvider.System, loggerFactory.CreateLogger("Relay.Dsn"),
+    /// <summary>
+    /// The DSN stage: delay/failure/success notices written back into the spool, classified with the host's
+    /// live strategy (so a reload reaches DSNs too).
+    /// </summary>
+    public static Func<ISpoolStore, LiveStrategy, IDeliveryReports> CreateReports(RelaySettings settings, ILoggerFactory loggerFactory, TimeProvider? clock = null) =>
+        (spool, strategy) => new DsnSender(spool, settings, strategy, clock ?? TimeProvider.System, loggerFactory.CreateLogger("Relay.Dsn"),
             new DsnOptions { FullReturnLimit = settings.Dsn.FullReturnLimit });
 
     /// <summary>The delivery stage.</summary>

@@ -24,7 +24,13 @@ public sealed record RelaySettings
     public ApiSettings Api { get; init; } = ApiSettings.Off;
 }
 
-public sealed record ServerSettings(string Hostname, IReadOnlyList<ListenerSettings> Listeners);
+public sealed record ServerSettings(string Hostname, IReadOnlyList<ListenerSettings> Listeners)
+{
+    public static readonly TimeSpan DefaultShutdownTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary><c>shutdown-timeout</c>: on SIGTERM, how long sessions and deliveries in flight may take to finish.</summary>
+    public TimeSpan ShutdownTimeout { get; init; } = DefaultShutdownTimeout;
+}
 
 /// <summary>One <c>[server.listener.NAME]</c> table.</summary>
 public sealed record ListenerSettings(

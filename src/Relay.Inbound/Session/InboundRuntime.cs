@@ -20,7 +20,10 @@ internal sealed class InboundRuntime(
     private readonly CancellationTokenSource _stopping = new();
     private int _connections;
 
-    public RelaySettings Settings { get; } = settings;
+    private volatile RelaySettings _settings = settings;
+
+    /// <summary>Replaced by a reload; a session takes the value in force when it starts and keeps it.</summary>
+    public RelaySettings Settings { get => _settings; set => _settings = value; }
     public IMessageSpool Spool { get; } = spool;
     public IQueueAdmission Admission { get; } = admission;
     public Func<RecipientContext, StrategyDecision> Classify { get; } = classify;

@@ -290,7 +290,8 @@ internal sealed partial class SmtpSession
                 return reply;
             }
 
-            _runtime.Logger.Queued(message.Id, transaction.Sender, envelope.Size, recipients.Count, priority);
+            _runtime.Logger.Queued(message.Id, transaction.Sender, envelope.Size, recipients.Count, priority,
+                string.Join(',', recipients.Select(r => r.Schedule).Distinct()));
             return SmtpReplies.Queued(message.Id);
         }
         finally

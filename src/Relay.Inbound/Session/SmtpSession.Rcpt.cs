@@ -33,7 +33,7 @@ internal sealed partial class SmtpSession
         }
 
         var address = rcpt.IsPostmaster ? $"postmaster@{Hostname}" : rcpt.Recipient.Address;
-        if (!rcpt.IsPostmaster && RelayPolicy.NeedsRelayPermission(rcpt.Recipient, _runtime.Settings.Local)
+        if (!rcpt.IsPostmaster && RelayPolicy.NeedsRelayPermission(rcpt.Recipient, _config.Local)
             && !RelayPolicy.MayRelay(Limits, _remoteIp, IsAuthenticated))
         {
             _runtime.Logger.RecipientRejected(_remoteIp, address, SmtpReplies.RelayDenied.ToString());

@@ -44,6 +44,7 @@ internal sealed partial class SmtpSession : IAsyncDisposable
     public SmtpSession(InboundRuntime runtime, ListenerRuntime listener, ConnectionContext connection)
     {
         _runtime = runtime;
+        _config = runtime.Settings;   // a reload applies to sessions that start after it
         _listener = listener;
         _connection = connection;
         _input = connection.Transport.Input;
@@ -57,9 +58,11 @@ internal sealed partial class SmtpSession : IAsyncDisposable
         _dataCts = CancellationTokenSource.CreateLinkedTokenSource(_idle.Token, connection.ConnectionClosed);
     }
 
-    private SessionSettings Limits => _runtime.Settings.Session;
+    private readonly RelaySettings _config;
 
-    private string Hostname => _runtime.Settings.Server.Hostname;
+    private SessionSettings Limits => _config.Session;
+
+    private string Hostname => _config.Server.Hostname;
 
     private SslStream? Tls => _startTls ?? _implicitTls;
 

@@ -50,7 +50,8 @@ public static class ServeCommand
                 options.ConfigPath, settings.Server.Hostname, settings.Spool.Path);
             try { await Task.Delay(Timeout.Infinite, stop.Token); } catch (OperationCanceledException) { }
             log.LogInformation("relay stopping");
-            using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            // Graceful: stop accepting, let sessions and deliveries in flight finish within [server] shutdown-timeout.
+            using var grace = new CancellationTokenSource(host.Settings.Server.ShutdownTimeout);
             await host.StopAsync(grace.Token);
         }
         return 0;

@@ -85,7 +85,7 @@ public sealed class AdminHarness : IAsyncDisposable
         {
             Spool = h.Spool,
             Scheduler = h.Scheduler,
-            Control = new SpoolQueueControl(h.Spool, h.Scheduler, h.ObservedReports, h.Clock),
+            Control = h.Scheduler,
             Metrics = h.Metrics,
             Sla = h.Sla,
             History = h.History,
