@@ -221,19 +221,25 @@ public sealed class ApiServer : IAsyncDisposable
         var digest = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
         if (live.Verified.TryGetValue(digest, out var known)) return known;
         if (live.Failed.ContainsKey(digest)) return null;
-        if (live.Costly > 0)
+        // Plain and sha256 secrets first (cheap; every one is checked, no early exit). PBKDF2 secrets only for a
+        // token none of those took, and only within the budget.
+        ApiClientSettings? found = null;
+        foreach (var client in live.Settings.Clients.Values)
+            if (!IsCostly(client.Token) && SecretVerifier.Verify(client.Token, token) && found is null) found = client;
+        if (found is null && live.Costly > 0)
         {
             if (!_unknownTokens.TryTake(_clock.GetUtcNow(), out _)) { throttled = true; return null; }
             Interlocked.Add(ref _costlyVerifications, live.Costly);
+            foreach (var client in live.Settings.Clients.Values)
+                if (IsCostly(client.Token) && SecretVerifier.Verify(client.Token, token) && found is null) found = client;
         }
-        ApiClientSettings? found = null;
-        foreach (var client in live.Settings.Clients.Values)
-            if (SecretVerifier.Verify(client.Token, token) && found is null) found = client;   // no early exit: same work for every token
         var cache = found is null ? live.Failed : live.Verified;
         if (cache.Count >= LiveApi.CacheLimit) cache.Clear();   // bounded; the next lookups just verify again
         cache[digest] = found;
         return found;
     }
+
+    internal static bool IsCostly(string secret) => secret.StartsWith("pbkdf2-sha256:", StringComparison.Ordinal);
 
     private static ApiClientSettings ClientOf(HttpContext context) => (ApiClientSettings)context.Items[ClientItem]!;
 
@@ -492,7 +498,7 @@ internal sealed class LiveApi
         Settings = settings;
         Rates = rates;
         Templates = templates;
-        Costly = settings.Clients.Values.Count(c => c.Token.StartsWith("pbkdf2-sha256:", StringComparison.Ordinal));
+        Costly = settings.Clients.Values.Count(c => ApiServer.IsCostly(c.Token));
     }
 
     public ApiSettings Settings { get; }
