@@ -1,7 +1,8 @@
 // SubmissionService: one submission from request to durable spool entry, the way SMTP does it: validate
-// everything first (a bad request queues nothing), build the MIME, take a rate slot, stream the bytes into
-// IMessageSpool.Begin(), classify every recipient with the live strategy (source 'api', authenticated_as the
-// client), commit, and only then remember the idempotency key, record the accepted event and answer 202.
+// everything first (a bad request queues nothing), build the MIME, stream the bytes into IMessageSpool.Begin(),
+// classify every recipient with the live strategy (source 'api', authenticated_as the client), take a rate slot
+// (last, so a refused submission never uses one), commit, and only then remember the idempotency key, record the
+// accepted event and answer 202.
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
