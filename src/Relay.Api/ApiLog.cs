@@ -31,4 +31,10 @@ internal static partial class ApiLog
 
     [LoggerMessage(8009, LogLevel.Error, "api: {MessageId}: queued, but recording its accepted event failed")]
     public static partial void AcceptedEventFailed(this ILogger logger, string messageId, Exception exception);
+
+    [LoggerMessage(8010, LogLevel.Information, "api: reloaded: {Clients} client(s); cached token checks dropped")]
+    public static partial void Reconfigured(this ILogger logger, int clients);
+
+    [LoggerMessage(8011, LogLevel.Information, "api: {Path}: compacted to {Live} live key(s)")]
+    public static partial void IdempotencyCompacted(this ILogger logger, string path, int live);
 }

@@ -30,9 +30,14 @@ public sealed class ApiServer : IAsyncDisposable
 {
     public const string IdempotencyHeader = "Idempotency-Key";
     private const int MaxKeyLength = 255;
+    private const int BatchParallelism = 8;
     private static readonly object ClientItem = new();
 
-    private readonly ApiSettings _settings;
+    // The reloadable part of [api]: clients, templates, batch limits, and the token caches that belong to this
+    // client table. Reconfigure swaps the whole object at once, so a removed token's cached verification goes
+    // with the table it was verified against.
+    private volatile LiveApi _live;
+    private readonly ApiSettings _started;   // bind, state directory and idempotency window: fixed at start
     private readonly string _hostname;
     private readonly IMessageSpool _spool;
     private readonly Func<RecipientContext, StrategyDecision> _classify;
@@ -41,10 +46,8 @@ public sealed class ApiServer : IAsyncDisposable
     private readonly TimeProvider _clock;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _log;
-    private readonly TemplateStore _templates;
-    private readonly Dictionary<string, ClientRate> _rates;
-    // SHA-256 of a token that verified → its client, so a hashed (PBKDF2) token is derived once, not per request.
-    private readonly ConcurrentDictionary<string, ApiClientSettings> _verified = new(StringComparer.Ordinal);
+    private ClientRate _unknownTokens;
+    private long _costlyVerifications;
     private IdempotencyStore? _idempotency;
     private SubmissionService? _submissions;
     private WebApplication? _app;
@@ -54,7 +57,7 @@ public sealed class ApiServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(settings);
         if (settings.Bind is null) throw new ArgumentException("[api] has no bind: the API is off", nameof(settings));
-        _settings = settings;
+        _started = settings;
         _hostname = hostname;
         _spool = spool;
         _classify = classify;
@@ -63,8 +66,36 @@ public sealed class ApiServer : IAsyncDisposable
         _clock = clock;
         _loggerFactory = loggerFactory;
         _log = loggerFactory.CreateLogger("Relay.Api");
-        _templates = new TemplateStore(settings.TemplatesPath);
-        _rates = settings.Clients.Values.Where(c => c.Rate is not null).ToDictionary(c => c.Name, c => new ClientRate(c.Rate!), StringComparer.Ordinal);
+        _live = LiveApi.Create(settings, null);
+        _unknownTokens = new ClientRate(UnknownTokenRate);
+    }
+
+    /// <summary>
+    /// How many tokens that are in neither token cache may be checked against a hashed (<c>pbkdf2-sha256:</c>)
+    /// client secret: a burst of <c>count</c>, then <c>count</c> per window. Beyond it an unknown token is answered
+    /// 429 without deriving anything, so random tokens cannot turn the API into a PBKDF2 furnace. Default 20/1s.
+    /// </summary>
+    public ApiRate UnknownTokenRate
+    {
+        get;
+        init { field = value; _unknownTokens = new ClientRate(value); }
+    } = new(20, TimeSpan.FromSeconds(1));
+
+    /// <summary>PBKDF2 derivations done for authentication so far (tests, diagnostics).</summary>
+    internal long CostlyVerifications => Interlocked.Read(ref _costlyVerifications);
+
+    /// <summary>
+    /// Applies a reloaded <c>[api]</c>/<c>[templates]</c>: clients (tokens, allowed senders, priorities, rates,
+    /// sizes), the templates folder, <c>max-batch</c> and <c>max-batch-size</c> take effect for the next request;
+    /// the token caches are dropped with the old client table, so a removed or changed token is refused at once.
+    /// A client whose rate is unchanged keeps its rate state. <c>bind</c>, <c>idempotency-window</c> and webhooks
+    /// are not applied here (restart).
+    /// </summary>
+    public void Reconfigure(ApiSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        _live = LiveApi.Create(settings, _live);
+        _log.Reconfigured(settings.Clients.Count);
     }
 
     /// <summary>
@@ -82,8 +113,8 @@ public sealed class ApiServer : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         if (_app is not null) throw new InvalidOperationException("already started");
-        _idempotency = IdempotencyStore.Open(_settings.StateDirectory, _settings.IdempotencyWindow, _clock, _log);
-        _submissions = new SubmissionService(_hostname, _spool, _classify, _accepted, _clock, _templates, _idempotency, _rates, _log)
+        _idempotency = IdempotencyStore.Open(_started.StateDirectory, _started.IdempotencyWindow, _clock, _log);
+        _submissions = new SubmissionService(_hostname, _spool, _classify, _accepted, _clock, () => _live, _idempotency, _log)
         {
             QueueHasRoom = QueueHasRoom,
         };
@@ -103,7 +134,7 @@ public sealed class ApiServer : IAsyncDisposable
         {
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = null;   // each route sets its own limit from the client's max-message-size
-            k.Listen(_settings.Bind!);
+            k.Listen(_started.Bind!);
         });
         var app = builder.Build();
         app.Use(GuardAsync);
@@ -141,7 +172,15 @@ public sealed class ApiServer : IAsyncDisposable
         var path = context.Request.Path;
         if (!path.Equals("/api/v1/openapi.json", StringComparison.Ordinal))
         {
-            if (Authenticate(context.Request.Headers.Authorization.ToString()) is not { } client)
+            var client = Authenticate(context.Request.Headers.Authorization.ToString(), out var throttled);
+            if (throttled)
+            {
+                _log.Unauthorized(context.Request.Method, path, context.Connection.RemoteIpAddress?.ToString());
+                await WriteAsync(context, ApiOutcome.Problem(429, "too-many-unknown-tokens", "Too many unknown tokens",
+                    "too many tokens to verify right now; retry shortly") with { RetryAfter = TimeSpan.FromSeconds(1) });
+                return;
+            }
+            if (client is null)
             {
                 _log.Unauthorized(context.Request.Method, path, context.Connection.RemoteIpAddress?.ToString());
                 context.Response.Headers.WWWAuthenticate = "Bearer";
@@ -164,21 +203,43 @@ public sealed class ApiServer : IAsyncDisposable
         }
     }
 
-    /// <summary>The client whose token this is (constant-time compare, hashed secrets allowed), or null.</summary>
-    private ApiClientSettings? Authenticate(string authorization)
+    /// <summary>
+    /// The client whose token this is (constant-time compare, hashed secrets allowed), or null. A token's answer
+    /// depends only on the client table, so both outcomes are cached by the token's SHA-256 for as long as that
+    /// table is in force: a PBKDF2 secret is derived once per token, and a wrong token that comes back costs a
+    /// hash. New unknown tokens against a table with PBKDF2 secrets are limited by <see cref="UnknownTokenRate"/>
+    /// (<paramref name="throttled"/>).
+    /// </summary>
+    private ApiClientSettings? Authenticate(string authorization, out bool throttled)
     {
         const string Bearer = "Bearer ";
+        throttled = false;
         if (!authorization.StartsWith(Bearer, StringComparison.OrdinalIgnoreCase)) return null;
         var token = authorization[Bearer.Length..].Trim();
         if (token.Length == 0) return null;
+        var live = _live;
         var digest = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
-        if (_verified.TryGetValue(digest, out var known)) return known;
+        if (live.Verified.TryGetValue(digest, out var known)) return known;
+        if (live.Failed.ContainsKey(digest)) return null;
+        // Plain and sha256 secrets first (cheap; every one is checked, no early exit). PBKDF2 secrets only for a
+        // token none of those took, and only within the budget.
         ApiClientSettings? found = null;
-        foreach (var client in _settings.Clients.Values)
-            if (SecretVerifier.Verify(client.Token, token) && found is null) found = client;   // no early exit: same work for every token
-        if (found is not null && _verified.Count < 1024) _verified[digest] = found;
+        foreach (var client in live.Settings.Clients.Values)
+            if (!IsCostly(client.Token) && SecretVerifier.Verify(client.Token, token) && found is null) found = client;
+        if (found is null && live.Costly > 0)
+        {
+            if (!_unknownTokens.TryTake(_clock.GetUtcNow(), out _)) { throttled = true; return null; }
+            Interlocked.Add(ref _costlyVerifications, live.Costly);
+            foreach (var client in live.Settings.Clients.Values)
+                if (IsCostly(client.Token) && SecretVerifier.Verify(client.Token, token) && found is null) found = client;
+        }
+        var cache = found is null ? live.Failed : live.Verified;
+        if (cache.Count >= LiveApi.CacheLimit) cache.Clear();   // bounded; the next lookups just verify again
+        cache[digest] = found;
         return found;
     }
+
+    internal static bool IsCostly(string secret) => secret.StartsWith("pbkdf2-sha256:", StringComparison.Ordinal);
 
     private static ApiClientSettings ClientOf(HttpContext context) => (ApiClientSettings)context.Items[ClientItem]!;
 
@@ -228,7 +289,7 @@ public sealed class ApiServer : IAsyncDisposable
         var client = ClientOf(context);
         var key = IdempotencyKey(context, out var keyProblem);
         if (keyProblem is not null) return new OutcomeResult(keyProblem);
-        var (body, problem) = await ReadBodyAsync(context, BodyLimit(client, 1));
+        var (body, problem) = await ReadBodyAsync(context, BodyLimit(client, 1), "for this client's max-message-size");
         if (problem is not null) return new OutcomeResult(problem);
         MessageRequest? request;
         try
@@ -249,7 +310,9 @@ public sealed class ApiServer : IAsyncDisposable
         var client = ClientOf(context);
         var key = IdempotencyKey(context, out var keyProblem);
         if (keyProblem is not null) return new OutcomeResult(keyProblem);
-        var (body, problem) = await ReadBodyAsync(context, BodyLimit(client, _settings.MaxBatch));
+        var settings = _live.Settings;
+        var (body, problem) = await ReadBodyAsync(context, Math.Min(BodyLimit(client, settings.MaxBatch), settings.MaxBatchSize),
+            "for this client's max-message-size × [api] max-batch, capped by [api] max-batch-size; nothing was queued");
         if (problem is not null) return new OutcomeResult(problem);
         List<JsonElement>? items;
         try
@@ -261,14 +324,19 @@ public sealed class ApiServer : IAsyncDisposable
             return new OutcomeResult(BodyProblem("expected a JSON array of messages"));
         }
         if (items is null || items.Count == 0) return new OutcomeResult(BodyProblem("expected a non-empty JSON array of messages"));
-        if (items.Count > _settings.MaxBatch)
+        if (items.Count > settings.MaxBatch)
             return new OutcomeResult(ApiOutcome.Problem(413, "batch-too-large", "Batch too large",
-                $"{items.Count} messages; at most {_settings.MaxBatch} per batch ([api] max-batch); nothing was queued"));
+                $"{items.Count} messages; at most {settings.MaxBatch} per batch ([api] max-batch); nothing was queued"));
 
-        // Items run concurrently so their spool commits share fsyncs; results keep the request's order.
+        // Items run a few at a time so their spool commits share fsyncs without every item's MIME in memory at
+        // once; results keep the request's order. Each item ends in its own result: one that throws is a 500
+        // for that item, never for the batch, so the ids of the items already queued are always answered.
         var remote = RemoteIp(context);
-        var results = await Task.WhenAll(items.Select(async (item, index) =>
+        var results = new BatchItemResult[items.Count];
+        await Parallel.ForEachAsync(Enumerable.Range(0, items.Count),
+            new ParallelOptions { MaxDegreeOfParallelism = BatchParallelism, CancellationToken = CancellationToken.None }, async (index, _) =>
         {
+            var item = items[index];
             ApiOutcome outcome;
             try
             {
@@ -282,27 +350,74 @@ public sealed class ApiServer : IAsyncDisposable
             {
                 outcome = JsonProblem(e, "");
             }
-            return outcome.Body switch
+            catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
+            {
+                _log.RequestFailed(e, context.Request.Method, context.Request.Path);
+                outcome = ApiOutcome.Problem(500, "internal-error", "Internal error", "this item failed; it was not queued");
+            }
+            catch (OperationCanceledException)
+            {
+                outcome = ApiOutcome.Problem(499, "cancelled", "Cancelled", "the client went away; this item was not queued");
+            }
+            results[index] = outcome.Body switch
             {
                 AcceptedResponse a => new BatchItemResult(index, outcome.Status, a.Id, a.Recipients, null) { NotBefore = a.NotBefore },
                 ProblemResponse p => new BatchItemResult(index, outcome.Status, null, null, p),
                 _ => new BatchItemResult(index, outcome.Status, null, null, null),
             };
-        }));
+        });
         return new OutcomeResult(new ApiOutcome(207, new BatchResponse(results)));
     }
 
     private async Task<IResult> StatusAsync(HttpContext context, string id)
     {
         var client = ClientOf(context);
-        var view = await _status.FindAsync(id, context.RequestAborted);
+        var view = await _status.FindAsync(id, context.RequestAborted) ?? await FromSpoolAsync(id, context.RequestAborted);
         // Another client's message is "not found" too: ids are not secrets, but other clients' mail is.
         if (view is null || !string.Equals(view.Client, client.Name, StringComparison.Ordinal))
             return new OutcomeResult(ApiOutcome.Problem(404, "not-found", "Not found", $"no message {id} submitted by this client"));
         return new OutcomeResult(new ApiOutcome(200, view));
     }
 
-    private IResult Templates(HttpContext context) => new OutcomeResult(new ApiOutcome(200, new TemplatesResponse(_templates.List())));
+    /// <summary>
+    /// A message the status source does not know (its accepted event failed to be written after the 202) but the
+    /// spool still holds: answered from the spool's own per-recipient state, so a 202 is never followed by a 404
+    /// while the message is queued.
+    /// </summary>
+    private async ValueTask<MessageStatusView?> FromSpoolAsync(string id, CancellationToken cancellationToken)
+    {
+        if (_spool is not ISpoolStore store || !IsMessageId(id) || store.Find(id) is not { } message) return null;
+        MessageEnvelope envelope;
+        try
+        {
+            envelope = await store.ReadEnvelopeAsync(id, cancellationToken);
+        }
+        catch (IOException)
+        {
+            return null;   // removed meanwhile, or unreadable
+        }
+        if (envelope.Source != SubmissionService.Source || envelope.AuthenticatedAs is not { } client) return null;
+        var recipients = new List<RecipientStatusView>(envelope.Recipients.Count);
+        for (var i = 0; i < envelope.Recipients.Count && i < message.RecipientCount; i++)
+        {
+            var r = message.GetRecipient(i);
+            var state = r.Status switch
+            {
+                RecipientStatus.Delivered => DeliveryEventType.Delivered,
+                RecipientStatus.Failed => DeliveryEventType.Failed,
+                RecipientStatus.Expired => DeliveryEventType.Expired,
+                _ => r.Attempts > 0 ? DeliveryEventType.Deferred : "queued",
+            };
+            var reply = r.LastError is { } e ? $"{e.Code} {e.EnhancedStatus} {e.Text}".Trim() : null;
+            recipients.Add(new RecipientStatusView(envelope.Recipients[i].Address, state, r.Schedule, r.Queue, r.Attempts, null,
+                r.IsFinal ? null : r.NextAttemptAt, reply));
+        }
+        return new MessageStatusView(id, client, envelope.Sender, envelope.Priority, envelope.ArrivedAt, message.FinalizedAt, recipients, []);
+    }
+
+    private static bool IsMessageId(string id) => id.Length == 16 && id.All(char.IsAsciiHexDigitLower);
+
+    private IResult Templates(HttpContext context) => new OutcomeResult(new ApiOutcome(200, new TemplatesResponse(_live.Templates.List())));
 
     // ---------------------------------------------------------------- request helpers
 
@@ -325,20 +440,20 @@ public sealed class ApiServer : IAsyncDisposable
     private static long BodyLimit(ApiClientSettings client, int items) =>
         (long)Math.Min(long.MaxValue / 4, (double)client.MaxMessageSize * 2 * items + 64 * 1024);
 
-    private static async Task<(byte[] Body, ApiOutcome? Problem)> ReadBodyAsync(HttpContext context, long limit)
+    private static async Task<(byte[] Body, ApiOutcome? Problem)> ReadBodyAsync(HttpContext context, long limit, string why)
     {
         var mediaType = context.Request.ContentType?.Split(';')[0].Trim();
         if (!string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase))
             return ([], UnsupportedMediaType);
         if (context.Request.ContentLength is { } declared && declared > limit)
-            return ([], TooLarge(limit));
+            return ([], TooLarge(limit, why));
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } feature) feature.MaxRequestBodySize = null;
         using var buffer = new MemoryStream();
         var chunk = new byte[64 * 1024];
         int n;
         while ((n = await context.Request.Body.ReadAsync(chunk, context.RequestAborted)) > 0)
         {
-            if (buffer.Length + n > limit) return ([], TooLarge(limit));
+            if (buffer.Length + n > limit) return ([], TooLarge(limit, why));
             buffer.Write(chunk, 0, n);
         }
         return (buffer.ToArray(), null);
@@ -347,8 +462,8 @@ public sealed class ApiServer : IAsyncDisposable
     private static readonly ApiOutcome UnsupportedMediaType =
         ApiOutcome.Problem(415, "unsupported-media-type", "Unsupported media type", "send the request as Content-Type: application/json");
 
-    private static ApiOutcome TooLarge(long limit) =>
-        ApiOutcome.Problem(413, "request-too-large", "Request too large", $"the request body is over {limit} bytes for this client's max-message-size");
+    private static ApiOutcome TooLarge(long limit, string why) =>
+        ApiOutcome.Problem(413, "request-too-large", "Request too large", $"the request body is over {limit} bytes {why}");
 
     private static ApiOutcome BodyProblem(string message) =>
         ApiOutcome.Problem(400, "invalid-request", "Invalid request", "the request body is not valid; nothing was queued",
@@ -368,4 +483,46 @@ public sealed class ApiServer : IAsyncDisposable
     }
 
     private static string RemoteIp(HttpContext context) => context.Connection.RemoteIpAddress?.ToString() ?? "";
+}
+
+/// <summary>
+/// The reloadable part of the API (see <see cref="ApiServer.Reconfigure"/>): settings, per-client rates,
+/// templates, and the token caches that are valid for exactly this client table.
+/// </summary>
+internal sealed class LiveApi
+{
+    public const int CacheLimit = 4096;
+
+    private LiveApi(ApiSettings settings, IReadOnlyDictionary<string, ClientRate> rates, TemplateStore templates)
+    {
+        Settings = settings;
+        Rates = rates;
+        Templates = templates;
+        Costly = settings.Clients.Values.Count(c => ApiServer.IsCostly(c.Token));
+    }
+
+    public ApiSettings Settings { get; }
+    public IReadOnlyDictionary<string, ClientRate> Rates { get; }
+    public TemplateStore Templates { get; }
+    /// <summary>Clients whose secret is PBKDF2: the derivations one unknown token costs.</summary>
+    public int Costly { get; }
+    /// <summary>SHA-256 of a token → its client.</summary>
+    public ConcurrentDictionary<string, ApiClientSettings?> Verified { get; } = new(StringComparer.Ordinal);
+    /// <summary>SHA-256 of tokens that matched no client (value null).</summary>
+    public ConcurrentDictionary<string, ApiClientSettings?> Failed { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>A new table; a client whose rate did not change keeps its slots, an unchanged templates folder its cache.</summary>
+    public static LiveApi Create(ApiSettings settings, LiveApi? previous)
+    {
+        var rates = new Dictionary<string, ClientRate>(StringComparer.Ordinal);
+        foreach (var c in settings.Clients.Values.Where(c => c.Rate is not null))
+        {
+            rates[c.Name] = previous is not null && previous.Rates.TryGetValue(c.Name, out var old)
+                            && previous.Settings.Clients.TryGetValue(c.Name, out var was) && was.Rate == c.Rate
+                ? old : new ClientRate(c.Rate!);
+        }
+        var templates = previous is not null && previous.Settings.TemplatesPath == settings.TemplatesPath
+            ? previous.Templates : new TemplateStore(settings.TemplatesPath);
+        return new LiveApi(settings, rates, templates);
+    }
 }

@@ -26,6 +26,17 @@ internal sealed class ClientRate(ApiRate rate)
         }
     }
 
+    /// <summary>Whether a slot is free now, without taking it (a cheap early refusal before any work).</summary>
+    public bool IsFree(DateTimeOffset now, out TimeSpan retryAfter)
+    {
+        lock (_gate)
+        {
+            var allowedAt = Math.Max(_theoreticalArrival, now.UtcTicks) - _tolerance;
+            retryAfter = allowedAt > now.UtcTicks ? TimeSpan.FromTicks(allowedAt - now.UtcTicks) : TimeSpan.Zero;
+            return retryAfter == TimeSpan.Zero;
+        }
+    }
+
     /// <summary>Takes a slot only if one is free now; otherwise says how long until one is.</summary>
     public bool TryTake(DateTimeOffset now, out TimeSpan retryAfter)
     {

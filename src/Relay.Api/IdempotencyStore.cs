@@ -4,6 +4,8 @@
 // retry after a restart still gets the same id. A request that arrives while the first with the same key is
 // still running waits for it and gets its answer. The only gap: a crash after the message commit and before
 // this record's fsync forgets the key, so the client's retry queues the message again (at least once, never lost).
+// The file is compacted at start and whenever it grows past a threshold while running (live keys rewritten to a
+// temporary file, fsynced, renamed over the log), so a busy API's log stays about the size of one window's keys.
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
@@ -13,6 +15,8 @@ namespace Relay.Api;
 internal sealed class IdempotencyStore : IAsyncDisposable
 {
     public const string FileName = "idempotency.log";
+    /// <summary>Log size that triggers a compaction while running (then twice the compacted size, if larger).</summary>
+    public const long DefaultCompactAt = 8L * 1024 * 1024;
 
     /// <summary>One remembered key: the request body's hash and the answer given.</summary>
     internal sealed record Entry(string Client, string Key, string Hash, string Id, int Recipients, DateTimeOffset At, DateTimeOffset? NotBefore);
@@ -42,20 +46,28 @@ internal sealed class IdempotencyStore : IAsyncDisposable
     private readonly TimeSpan _window;
     private readonly TimeProvider _clock;
     private readonly ILogger _log;
-    private readonly FileStream _file;
-    private readonly List<(byte[] Line, TaskCompletionSource Done)> _queue = [];
+    private readonly string _path;
+    private readonly long _compactAt;
+    private FileStream _file;
+    private long _nextCompact;
+    // Every entry written to the log (owned by the flush loop): what a compaction rewrites, less the expired.
+    private readonly Dictionary<(string, string), Entry> _written = [];
+    private readonly List<(Entry Entry, TaskCompletionSource Done)> _queue = [];
     private bool _flushing;
     private int _sinceSweep;
 
-    private IdempotencyStore(FileStream file, TimeSpan window, TimeProvider clock, ILogger log)
+    private IdempotencyStore(string path, FileStream file, long compactAt, TimeSpan window, TimeProvider clock, ILogger log)
     {
+        _path = path;
         _file = file;
+        _compactAt = compactAt;
+        _nextCompact = Math.Max(compactAt, file.Length * 2);
         _window = window;
         _clock = clock;
         _log = log;
     }
 
-    public static IdempotencyStore Open(string directory, TimeSpan window, TimeProvider clock, ILogger log)
+    public static IdempotencyStore Open(string directory, TimeSpan window, TimeProvider clock, ILogger log, long compactAt = DefaultCompactAt)
     {
         const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(directory);
@@ -75,22 +87,31 @@ internal sealed class IdempotencyStore : IAsyncDisposable
                 else dropped++;
             }
         }
-        if (dropped > 0)
-        {
-            // Compact: rewrite only the live keys, then swap the file in.
-            var temp = path + ".tmp";
-            using (var t = new FileStream(temp, PrivateFile(FileMode.Create)))
-            {
-                foreach (var e in live) t.Write(Line(e));
-                t.Flush(true);
-            }
-            File.Move(temp, path, overwrite: true);
-        }
+        if (dropped > 0) Rewrite(path, live);
         var file = new FileStream(path, PrivateFile(FileMode.Append));
-        var store = new IdempotencyStore(file, window, clock, log);
-        foreach (var e in live) store._slots[(e.Client, e.Key)] = new Slot { Done = e };
+        var store = new IdempotencyStore(path, file, compactAt, window, clock, log);
+        foreach (var e in live)
+        {
+            store._slots[(e.Client, e.Key)] = new Slot { Done = e };
+            store._written[(e.Client, e.Key)] = e;
+        }
         return store;
     }
+
+    /// <summary>Writes <paramref name="entries"/> to a temporary file, fsyncs it and renames it over <paramref name="path"/>.</summary>
+    private static void Rewrite(string path, IEnumerable<Entry> entries)
+    {
+        var temp = path + ".tmp";
+        using (var t = new FileStream(temp, PrivateFile(FileMode.Create)))
+        {
+            foreach (var e in entries) t.Write(Line(e));
+            t.Flush(true);
+        }
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Current size of the log file (tests, diagnostics).</summary>
+    internal long FileLength => _file.Length;
 
     /// <summary>Created 0600 like the spool's files (the keys name what clients sent).</summary>
     private static FileStreamOptions PrivateFile(FileMode mode)
@@ -129,7 +150,7 @@ internal sealed class IdempotencyStore : IAsyncDisposable
     {
         try
         {
-            await AppendAsync(Line(entry));
+            await AppendAsync(entry);
         }
         catch (IOException e)
         {
@@ -166,13 +187,13 @@ internal sealed class IdempotencyStore : IAsyncDisposable
     }
 
     // Group commit: whoever finds no flush running writes every queued line and fsyncs once for all of them.
-    private Task AppendAsync(byte[] line)
+    private Task AppendAsync(Entry entry)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         bool start;
         lock (_queue)
         {
-            _queue.Add((line, done));
+            _queue.Add((entry, done));
             start = !_flushing;
             _flushing = true;
         }
@@ -184,7 +205,7 @@ internal sealed class IdempotencyStore : IAsyncDisposable
     {
         while (true)
         {
-            List<(byte[] Line, TaskCompletionSource Done)> batch;
+            List<(Entry Entry, TaskCompletionSource Done)> batch;
             lock (_queue)
             {
                 if (_queue.Count == 0) { _flushing = false; return; }
@@ -193,8 +214,10 @@ internal sealed class IdempotencyStore : IAsyncDisposable
             }
             try
             {
-                foreach (var (line, _) in batch) _file.Write(line);
+                foreach (var (entry, _) in batch) _file.Write(Line(entry));
                 _file.Flush(flushToDisk: true);
+                foreach (var (entry, _) in batch) _written[(entry.Client, entry.Key)] = entry;
+                if (_file.Length >= _nextCompact) Compact();
                 foreach (var (_, done) in batch) done.TrySetResult();
             }
             catch (Exception e)
@@ -202,6 +225,33 @@ internal sealed class IdempotencyStore : IAsyncDisposable
                 foreach (var (_, done) in batch) done.TrySetException(e is IOException ? e : new IOException(e.Message, e));
             }
         }
+    }
+
+    /// <summary>
+    /// Rewrites the log with the keys still inside the window (runs on the flush loop, so nothing appends meanwhile).
+    /// A failure leaves the old log in use: it only grows, nothing is lost.
+    /// </summary>
+    private void Compact()
+    {
+        var now = _clock.GetUtcNow();
+        foreach (var k in _written.Where(kv => kv.Value.At + _window <= now).Select(kv => kv.Key).ToList()) _written.Remove(k);
+        FileStream next;
+        try
+        {
+            Rewrite(_path, _written.Values);
+            next = new FileStream(_path, PrivateFile(FileMode.Append));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.IdempotencyFileProblem(_path, "compaction failed: " + e.Message);
+            _nextCompact = _file.Length * 2;
+            return;
+        }
+        var old = _file;
+        _file = next;
+        old.Dispose();
+        _nextCompact = Math.Max(_compactAt, next.Length * 2);
+        _log.IdempotencyCompacted(_path, _written.Count);
     }
 
     public ValueTask DisposeAsync() => _file.DisposeAsync();

@@ -25,6 +25,8 @@ public static partial class ConfigLoader
 
             IPEndPoint? bind = s.String("bind") is { } b ? s.ParseEndpoint("bind", b, null) : null;
             var maxBatch = (int)s.Integer("max-batch", d.MaxBatch, 1, 10_000);
+            var maxBatchSize = s.Size("max-batch-size", d.MaxBatchSize);
+            if (maxBatchSize < 1024) s.Error("max-batch-size", "must be at least 1KB");
             var window = s.Duration("idempotency-window", d.IdempotencyWindow);
             if (window <= TimeSpan.Zero) s.Error("idempotency-window", "must be longer than zero");
             var clients = new Dictionary<string, ApiClientSettings>(StringComparer.Ordinal);
@@ -36,7 +38,7 @@ public static partial class ConfigLoader
             if (bind is not null && clients.Count == 0)
                 s.Error("bind", "the API is on but has no [api.client.NAME] with a token: nobody could use it");
             s.ReportUnknownKeys();
-            return d with { Bind = bind, MaxBatch = maxBatch, IdempotencyWindow = window, Clients = clients };
+            return d with { Bind = bind, MaxBatch = maxBatch, MaxBatchSize = maxBatchSize, IdempotencyWindow = window, Clients = clients };
         }
 
         private static ApiClientSettings? ReadApiClient(string name, Section c, SessionSettings session)

@@ -159,8 +159,9 @@ public sealed class RelayHost : IAsyncDisposable
     /// and the running one stays. A valid one is applied: the strategy for new recipients (SMTP, DSNs, API — one
     /// <see cref="LiveStrategy"/>), schedules and virtual queues (queued recipients keep their schedule if it still
     /// exists, else move to the fallback), SLA targets, listeners, and <c>[session]</c>/<c>[local]</c> for new
-    /// sessions. Changed keys that only a restart applies (spool, resolver, delivery, admin, dsn, hostname for
-    /// delivery and DSNs) are named in the result and logged.
+    /// sessions, and the HTTP API's clients and templates (<see cref="ApiServer.Reconfigure"/>). Changed keys that
+    /// only a restart applies (spool, resolver, delivery, admin, dsn, hostname for delivery and DSNs, api bind,
+    /// idempotency window and webhooks) are named in the result and logged.
     /// </summary>
     public async Task<ReloadResult> ReloadAsync(CancellationToken cancellationToken)
     {
@@ -195,12 +196,21 @@ public sealed class RelayHost : IAsyncDisposable
                 _log.LogError("reload: {Error}", listenerText);
             }
 
+            // [api] clients and [templates] apply to the next request; bind, idempotency window and webhooks at restart.
+            var apiApplied = Api is not null && ReloadDiff.ApiChanged(running.Api, next.Api);
+            if (apiApplied) Api!.Reconfigure(next.Api);
+
             // What runs now: the new config, except the sections only a restart applies.
             Settings = next with
             {
                 Spool = running.Spool, Resolver = running.Resolver, Delivery = running.Delivery, Admin = running.Admin, Dsn = running.Dsn,
+                Api = Api is null ? running.Api : next.Api with
+                {
+                    Bind = running.Api.Bind, IdempotencyWindow = running.Api.IdempotencyWindow, StateDirectory = running.Api.StateDirectory,
+                },
             };
             var parts = new List<string> { "strategy, schedules and SLA targets applied" };
+            if (apiApplied) parts.Add("[api] clients and [templates] applied");
             if (queues.QueuesAdded.Count > 0) parts.Add("virtual queues added: " + string.Join(", ", queues.QueuesAdded));
             if (queues.QueuesRemoved.Count > 0) parts.Add("virtual queues removed (in-flight deliveries finish): " + string.Join(", ", queues.QueuesRemoved));
             if (queues.RecipientsMoved > 0) parts.Add($"{queues.RecipientsMoved} queued recipient(s) moved to another schedule or queue");

@@ -17,6 +17,7 @@ internal static class ReloadDiff
         Compare("delivery", Delivery(running.Delivery), Delivery(next.Delivery), changed);
         Compare("admin", Admin(running.Admin), Admin(next.Admin), changed);
         Compare("dsn", Dsn(running.Dsn), Dsn(next.Dsn), changed);
+        Compare("api", ApiAtStart(running.Api), ApiAtStart(next.Api), changed);
         if (running.Server.Hostname != next.Server.Hostname) changed.Add("server.hostname (delivery EHLO and DSNs; new SMTP sessions use it now)");
         return changed;
     }
@@ -80,6 +81,44 @@ internal static class ReloadDiff
         ["bind"] = a.Bind.ToString(),
         ["token"] = a.Token is null ? "" : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(a.Token))),
     };
+
+    /// <summary>Whether the part of <c>[api]</c>/<c>[templates]</c> that <see cref="Relay.Api.ApiServer.Reconfigure"/> applies changed.</summary>
+    public static bool ApiChanged(ApiSettings running, ApiSettings next) => !ApiLive(running).OrderBy(kv => kv.Key).SequenceEqual(ApiLive(next).OrderBy(kv => kv.Key));
+
+    /// <summary>What a running API keeps until restart: its listener, the idempotency window and webhook targets.</summary>
+    private static Dictionary<string, string> ApiAtStart(ApiSettings a)
+    {
+        var keys = new Dictionary<string, string>
+        {
+            ["bind"] = a.Bind?.ToString() ?? "",
+            ["idempotency-window"] = a.IdempotencyWindow.ToString(),
+        };
+        foreach (var c in a.Clients.Values)
+        {
+            keys[$"client.{c.Name}.webhook"] = c.Webhook?.ToString() ?? "";
+            keys[$"client.{c.Name}.webhook-secret"] = Hash(c.WebhookSecret);
+        }
+        return keys;
+    }
+
+    private static Dictionary<string, string> ApiLive(ApiSettings a)
+    {
+        var keys = new Dictionary<string, string>
+        {
+            ["max-batch"] = a.MaxBatch.ToString(),
+            ["max-batch-size"] = a.MaxBatchSize.ToString(),
+            ["templates.path"] = a.TemplatesPath ?? "",
+        };
+        foreach (var c in a.Clients.Values)
+        {
+            keys[$"client.{c.Name}"] = string.Join("|", Hash(c.Token), string.Join(",", c.AllowedSenders), c.DefaultPriority, c.Rate?.ToString() ?? "",
+                c.RatePolicy, c.MaxMessageSize);
+        }
+        return keys;
+    }
+
+    private static string Hash(string? secret) =>
+        secret is null ? "" : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(secret)));
 
     private static Dictionary<string, string> Dsn(DsnSettings d) => new()
     {

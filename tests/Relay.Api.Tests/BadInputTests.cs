@@ -43,6 +43,7 @@ public sealed class BadInputTests : IAsyncLifetime
     [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "priority": "asap" }""", "priority")]
     [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "priority": 12 }""", "priority")]
     [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "headers": { "Subject": "x", "Bad Name": "y", "X-Ok": "a\r\nb" } }""", "headers.Subject", "headers.Bad Name", "headers.X-Ok")]
+    [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "headers": { "Authentication-Results": "mx; dkim=pass", "ARC-Seal": "i=1", "Resent-From": "a@b.test", "Received-SPF": "pass", "X-Fine": "ok" } }""", "headers.Authentication-Results", "headers.ARC-Seal", "headers.Resent-From", "headers.Received-SPF")]
     [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "attachments": [ { "content": "%%%" } ] }""", "attachments[0].name", "attachments[0].content")]
     [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "attachments": [ { "name": "a", "content": "", "content-type": "nonsense" } ] }""", "attachments[0].content-type")]
     [InlineData("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t", "envelope": { "mail-from": "A <a@app.test>", "rcpt-to": ["ok@remote.test", "x y@z"] } }""", "envelope.mail-from", "envelope.rcpt-to[1]")]

@@ -12,6 +12,7 @@ public class ApiConfigTests
         var s = LoadOk(MinimalQueue);
         Assert.False(s.Api.Enabled);
         Assert.Equal(100, s.Api.MaxBatch);
+        Assert.Equal(25L * 1024 * 1024, s.Api.MaxBatchSize);
         Assert.Equal(TimeSpan.FromHours(24), s.Api.IdempotencyWindow);
         Assert.Empty(s.Api.Clients);
         Assert.Null(s.Api.TemplatesPath);
@@ -33,6 +34,7 @@ public class ApiConfigTests
                 [api]
                 bind = "127.0.0.1:8080"
                 max-batch = 20
+                max-batch-size = "2MB"
                 idempotency-window = "1h"
                 [api.client.app]
                 token = "sha256:{{new string('a', 64)}}"
@@ -52,6 +54,7 @@ public class ApiConfigTests
             Assert.True(s.Api.Enabled);
             Assert.Equal("127.0.0.1:8080", s.Api.Bind!.ToString());
             Assert.Equal(20, s.Api.MaxBatch);
+            Assert.Equal(2L * 1024 * 1024, s.Api.MaxBatchSize);
             Assert.Equal(TimeSpan.FromHours(1), s.Api.IdempotencyWindow);
             Assert.Equal("/var/spool/relay/api", s.Api.StateDirectory);
             Assert.Equal(dir.FullName, s.Api.TemplatesPath);
@@ -123,6 +126,13 @@ public class ApiConfigTests
         AssertError(errors, 12, "api.client.app.webhook", "not an http");
         AssertError(errors, 15, "api.client.hooked.webhook", "webhook-secret");
         AssertError(errors, 17, "templates.path", "does not exist");
+    }
+
+    [Fact]
+    public void A_tiny_or_malformed_max_batch_size_is_an_error()
+    {
+        AssertError(LoadErrors("[api]\nmax-batch-size = 100\n" + MinimalQueue), 2, "api.max-batch-size", "at least 1KB");
+        AssertError(LoadErrors("[api]\nmax-batch-size = \"lots\"\n" + MinimalQueue), 2, "api.max-batch-size", "not a size");
     }
 
     [Fact]

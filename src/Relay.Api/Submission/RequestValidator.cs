@@ -54,7 +54,12 @@ internal static class RequestValidator
     {
         "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version",
         "Received", "Return-Path", "Sender",
+        // Trace and authentication results are added by the MTAs that check them: a client must not forge them.
+        "Authentication-Results", "Received-SPF",
     };
+
+    /// <summary>Reserved header families (RFC 8617 ARC-*, RFC 5322 Resent-*), by prefix.</summary>
+    private static readonly string[] ReservedPrefixes = ["Content-", "ARC-", "Resent-"];
 
     public static async ValueTask<ValidatedMessage?> ValidateAsync(MessageRequest request, ApiClientSettings client,
         TemplateStore templates, ProblemList problems, CancellationToken cancellationToken)
@@ -179,7 +184,7 @@ internal static class RequestValidator
             var field = $"headers.{name}";
             if (name.Length == 0 || name.Any(c => c is <= ' ' or > '~' or ':'))
                 problems.Add(field, "not a header field name (printable ASCII, no spaces or colons)");
-            else if (Reserved.Contains(name) || name.StartsWith("Content-", StringComparison.OrdinalIgnoreCase))
+            else if (Reserved.Contains(name) || ReservedPrefixes.Any(p => name.StartsWith(p, StringComparison.OrdinalIgnoreCase)))
                 problems.Add(field, "set by Relay or by its own field of the request, not in headers");
             else if (value is null || value.AsSpan().IndexOfAny('\r', '\n') >= 0 || value.Length > 998)
                 problems.Add(field, "a header value is one line of at most 998 characters");

@@ -1,7 +1,8 @@
 // SubmissionService: one submission from request to durable spool entry, the way SMTP does it: validate
-// everything first (a bad request queues nothing), build the MIME, take a rate slot, stream the bytes into
-// IMessageSpool.Begin(), classify every recipient with the live strategy (source 'api', authenticated_as the
-// client), commit, and only then remember the idempotency key, record the accepted event and answer 202.
+// everything first (a bad request queues nothing), build the MIME, stream the bytes into IMessageSpool.Begin(),
+// classify every recipient with the live strategy (source 'api', authenticated_as the client), take a rate slot
+// (last, so a refused submission never uses one), commit, and only then remember the idempotency key, record the
+// accepted event and answer 202.
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
@@ -21,9 +22,8 @@ internal sealed class SubmissionService(
     Func<RecipientContext, StrategyDecision> classify,
     IAcceptedMessages accepted,
     TimeProvider clock,
-    TemplateStore templates,
+    Func<LiveApi> live,
     IdempotencyStore idempotency,
-    IReadOnlyDictionary<string, ClientRate> rates,
     ILogger log)
 {
     public const string Source = "api";
@@ -63,8 +63,9 @@ internal sealed class SubmissionService(
     private async Task<ApiOutcome> SubmitOnceAsync(ApiClientSettings client, MessageRequest request, string? key, string bodyHash,
                                                    string remoteIp, CancellationToken cancellationToken)
     {
+        var state = live();
         var problems = new ProblemList();
-        var m = await RequestValidator.ValidateAsync(request, client, templates, problems, cancellationToken);
+        var m = await RequestValidator.ValidateAsync(request, client, state.Templates, problems, cancellationToken);
         if (m is null) return ApiOutcome.Invalid(problems);
 
         foreach (var sender in new[] { m.From.Address, m.MailFrom }.Distinct(StringComparer.OrdinalIgnoreCase))
@@ -82,20 +83,14 @@ internal sealed class SubmissionService(
             return ApiOutcome.Problem(413, "message-too-large", "Message too large",
                 $"the built message is {bytes.Length} bytes; this client's max-message-size is {client.MaxMessageSize}");
 
-        DateTimeOffset? notBefore = null;
-        if (rates.TryGetValue(client.Name, out var rate))
-        {
-            if (client.RatePolicy == ApiRatePolicy.Reject)
-            {
-                if (!rate.TryTake(now, out var retryAfter))
-                    return ApiOutcome.Problem(429, "rate-limited", "Too many messages",
-                        $"client '{client.Name}' is limited to {client.Rate}; retry after {Math.Ceiling(retryAfter.TotalSeconds)}s") with { RetryAfter = retryAfter };
-            }
-            else notBefore = rate.Hold(now);
-        }
+        // Under "reject", refuse early when no slot is free (before any spool work); the slot itself is taken
+        // below, after the last check that can refuse, so a refused submission never uses one up.
+        if (client.RatePolicy == ApiRatePolicy.Reject && state.Rates.TryGetValue(client.Name, out var early) && !early.IsFree(now, out var wait))
+            return RateLimited(client, wait);
 
         await using var incoming = spool.Begin();
         MessageEnvelope envelope;
+        DateTimeOffset? notBefore;
         try
         {
             await incoming.WriteAsync(TraceHeader(client, remoteIp, incoming.Id, m.Recipients, now), cancellationToken);
@@ -128,6 +123,16 @@ internal sealed class SubmissionService(
                     Schedule = decision.Schedule.Name,
                     Queue = decision.Schedule.QueueName,
                 });
+            }
+            // The rate slot is taken last, after every check that can refuse (a full queue must not use one up).
+            notBefore = null;
+            if (state.Rates.TryGetValue(client.Name, out var rate))
+            {
+                if (client.RatePolicy == ApiRatePolicy.Reject)
+                {
+                    if (!rate.TryTake(now, out var retryAfter)) return RateLimited(client, retryAfter);
+                }
+                else notBefore = rate.Hold(now);
             }
             envelope = new MessageEnvelope
             {
@@ -173,6 +178,10 @@ internal sealed class SubmissionService(
         }
         return outcome;
     }
+
+    private static ApiOutcome RateLimited(ApiClientSettings client, TimeSpan retryAfter) =>
+        ApiOutcome.Problem(429, "rate-limited", "Too many messages",
+            $"client '{client.Name}' is limited to {client.Rate}; retry after {Math.Ceiling(retryAfter.TotalSeconds)}s") with { RetryAfter = retryAfter };
 
     /// <summary>Our Received: (RFC 5321 §4.4) naming the client, its address and the queue id.</summary>
     private byte[] TraceHeader(ApiClientSettings client, string remoteIp, string id, IReadOnlyList<string> recipients, DateTimeOffset now)

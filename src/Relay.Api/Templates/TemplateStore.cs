@@ -74,9 +74,20 @@ internal sealed partial class TemplateStore(string? path)
             missing.Add(variable);
             return ValueTask.FromResult<FluidValue>(NilValue.Instance);
         };
-        var renderedSubject = subject is null ? null : (await subject.RenderAsync(context, NullEncoder.Default)).Trim();
-        var renderedText = text is null ? null : await text.RenderAsync(context, NullEncoder.Default);
-        var renderedHtml = html is null ? null : await html.RenderAsync(context, Html);
+        string? renderedSubject, renderedText, renderedHtml;
+        try
+        {
+            renderedSubject = subject is null ? null : (await subject.RenderAsync(context, NullEncoder.Default)).Trim();
+            renderedText = text is null ? null : await text.RenderAsync(context, NullEncoder.Default);
+            renderedHtml = html is null ? null : await html.RenderAsync(context, Html);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A template that fails while rendering (a missing include, a filter error) is the request's problem
+            // to report, not a 500: name the template and what went wrong.
+            problems.Add("template", $"template '{name}' failed to render: {e.Message}");
+            return null;
+        }
         cancellationToken.ThrowIfCancellationRequested();
         foreach (var variable in missing) problems.Add($"vars.{variable}", $"template '{name}' uses it, the request does not set it");
         return missing.Count > 0 ? null : new RenderedTemplate(renderedSubject, renderedText, renderedHtml);

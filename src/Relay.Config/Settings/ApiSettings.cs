@@ -17,6 +17,8 @@ public sealed record ApiSettings
     public IPEndPoint? Bind { get; init; }
     /// <summary><c>[api] max-batch</c>: most items in one <c>POST /api/v1/messages:batch</c>.</summary>
     public int MaxBatch { get; init; } = 100;
+    /// <summary><c>[api] max-batch-size</c>: most bytes in one batch request body (all items together).</summary>
+    public long MaxBatchSize { get; init; } = 25L * 1024 * 1024;
     /// <summary><c>[api] idempotency-window</c>: how long an <c>Idempotency-Key</c> maps to its message id.</summary>
     public TimeSpan IdempotencyWindow { get; init; } = TimeSpan.FromHours(24);
     /// <summary>Where the API keeps its own durable state (idempotency keys): <c>&lt;spool&gt;/api</c>.</summary>

@@ -38,7 +38,8 @@ public sealed class ApiHarness : IAsyncDisposable
     public string TemplatesPath => Path.Combine(Directory.FullName, "templates");
 
     /// <summary>The test config: clients app (@app.test senders), other (hashed token), and <paramref name="extra"/> TOML.</summary>
-    public static string Config(string dir, string extra = "") => $$"""
+    /// <param name="api">More keys of the <c>[api]</c> table itself (e.g. <c>max-batch-size</c>).</param>
+    public static string Config(string dir, string extra = "", string api = "") => $$"""
         [server]
         hostname = "relay.example.test"
         [spool]
@@ -46,6 +47,7 @@ public sealed class ApiHarness : IAsyncDisposable
         [api]
         bind = "127.0.0.1:0"
         max-batch = 5
+        {{api}}
         [api.client.app]
         token = "{{AppToken}}"
         allowed-senders = ["@app.test", "bounces@mail.app.test"]
@@ -81,11 +83,12 @@ public sealed class ApiHarness : IAsyncDisposable
     /// <summary>Passed to <see cref="ApiServer.QueueHasRoom"/>.</summary>
     public Func<string, bool>? QueueHasRoom { get; set; }
 
-    public static async Task<ApiHarness> StartAsync(string extra = "", TimeProvider? clock = null, Func<string, bool>? queueHasRoom = null)
+    public static async Task<ApiHarness> StartAsync(string extra = "", TimeProvider? clock = null, Func<string, bool>? queueHasRoom = null,
+                                                    string api = "")
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("relay-api-");
         System.IO.Directory.CreateDirectory(Path.Combine(dir.FullName, "templates"));
-        var result = ConfigLoader.Parse(Config(dir.FullName, extra), "api.toml", dir.FullName);
+        var result = ConfigLoader.Parse(Config(dir.FullName, extra, api), "api.toml", dir.FullName);
         Assert.True(result.Ok, string.Join("\n", result.Errors));
         var h = new ApiHarness(dir, result.Settings!, clock ?? TimeProvider.System, new RecordingEvents()) { QueueHasRoom = queueHasRoom };
         await h.OpenAsync();
@@ -171,9 +174,12 @@ public sealed class RecordingEvents : IAcceptedMessages, IMessageStatusSource
     public System.Collections.Concurrent.ConcurrentQueue<MessageEnvelope> Accepted { get; } = new();
     public System.Collections.Concurrent.ConcurrentDictionary<string, MessageStatusView> Views { get; } = new();
     public int NotYetDurable;
+    /// <summary>Makes <see cref="MessageAcceptedAsync"/> throw (the event log could not be written).</summary>
+    public bool FailAccepted { get; set; }
 
     public ValueTask MessageAcceptedAsync(MessageEnvelope envelope, CancellationToken cancellationToken)
     {
+        if (FailAccepted) throw new IOException("event log: disk full");
         if (Spool?.Find(envelope.Id) is null) Interlocked.Increment(ref NotYetDurable);
         Accepted.Enqueue(envelope);
         return ValueTask.CompletedTask;
