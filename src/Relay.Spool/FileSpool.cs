@@ -218,7 +218,7 @@ public sealed class FileSpool : ISpoolStore
             using var fs = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
             var (envelope, _) = MessageFile.ReadEnvelope(fs);
             if (envelope.Id != Path.GetFileName(file) || !MessageId.TryParse(envelope.Id, out var key)) return false;
-            var m = new SpooledMessage(_gate, key, envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, SlotsFor(envelope));
+            var m = new SpooledMessage(_gate, key, QueuedSince(envelope), envelope.Priority, ++_sequence, SlotsFor(envelope));
             _index[m.Key] = m;
             _journal.Append(JournalRecords.Message(m), null);   // written once the journal starts
             _log.Rescued(m.Id);
@@ -285,6 +285,14 @@ public sealed class FileSpool : ISpoolStore
         if (MessageId.TryParse(id, out var key)) _index.Remove(key);
     }
 
+    /// <summary>
+    /// Where the message's time in the queue starts (<see cref="SpooledMessage.ArrivedAt"/>: expire and notify count
+    /// from it): its arrival, or the end of its hold when an API client's rate held it (a held message must not
+    /// expire or draw a delay notice because of its hold). The envelope keeps the real arrival (Received, DSN).
+    /// </summary>
+    private static long QueuedSince(MessageEnvelope envelope) =>
+        Math.Max(envelope.ArrivedAt.UtcTicks, envelope.NotBefore?.UtcTicks ?? 0);
+
     private Slot[] SlotsFor(MessageEnvelope envelope)
     {
         var slots = new Slot[envelope.Recipients.Count];
@@ -311,7 +319,7 @@ public sealed class FileSpool : ISpoolStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            m = new SpooledMessage(_gate, MessageId.Parse(incoming.Id), envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, slots);
+            m = new SpooledMessage(_gate, MessageId.Parse(incoming.Id), QueuedSince(envelope), envelope.Priority, ++_sequence, slots);
             _index[m.Key] = m;
             foreach (var s in slots) PendingBox(s.Route.Queue).Value++;
             durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path), file);

@@ -1,0 +1,88 @@
+// Regression tests for the review of main at 25a7792 (findings 1, 3, 9): held mail and its queue time, cancel
+// with bounce while a delivery is in flight, dead letters requeued and failed again.
+using Relay.Config.Settings;
+using Relay.Scheduler;
+using static Relay.Spool.Tests.Settings;
+
+namespace Relay.Spool.Tests;
+
+public sealed class ReviewFixTests
+{
+    private static async Task<string> CommitHeldAsync(Harness h, DateTimeOffset notBefore, params string[] recipients)
+    {
+        await using var m = h.Spool.Begin();
+        await m.WriteAsync(Messages.Body(m.Id));
+        await m.CommitAsync(new MessageEnvelope
+        {
+            Id = m.Id,
+            Sender = "api@example.test",
+            ArrivedAt = h.Clock.GetUtcNow(),
+            Source = "api",
+            NotBefore = notBefore,
+            Recipients = recipients.Select(r => new RecipientEntry { Address = r, Schedule = "default", Queue = "default" }).ToList(),
+        });
+        return m.Id;
+    }
+
+    // Finding 1: expire 1h, notify 30m, held 6h by the client's rate. Without the fix the message expired (and drew a
+    // delay DSN) during the hold and was never tried.
+    [Fact]
+    public async Task A_message_held_past_its_expire_is_still_attempted_and_delivered_with_no_delay_notice_during_the_hold()
+    {
+        await using var h = new Harness(
+            [Schedule("default", "default", [M(10)], notify: [M(30)], expiry: new Expiry.Ttl(TimeSpan.FromHours(1)))],
+            [Queue("default", 1)]);
+        await h.StartAsync();
+        var arrived = h.Clock.GetUtcNow();
+        var id = await CommitHeldAsync(h, arrived.AddHours(6), "a@x.test");
+        await h.IdleAsync();
+        Assert.Equal(arrived.AddHours(6), h.Spool.Find(id)!.ArrivedAt);   // its queue time starts when the hold ends
+
+        await h.AdvanceAsync(TimeSpan.FromHours(6) - S(1), M(5));
+        Assert.Empty(h.Agent.Calls);
+        Assert.Empty(h.Reports.Delayed);
+        Assert.Empty(h.Reports.Final);
+
+        await h.AdvanceAsync(S(2));
+        var call = Assert.Single(h.Agent.Calls);
+        Assert.Equal(arrived, call.Request.Envelope.ArrivedAt);   // the envelope keeps the real arrival (Received, DSN)
+        var final = Assert.Single(h.Reports.Final);
+        Assert.Equal(RecipientStatus.Delivered, Assert.Single(final.Recipients).Status);
+        Assert.Empty(h.Reports.Delayed);
+        Assert.Null(h.Spool.Find(id));
+    }
+
+    // Finding 1, after the hold: expiry and notify count from its end, and survive a restart (journaled).
+    [Fact]
+    public async Task A_held_message_expires_and_notifies_counting_from_the_end_of_its_hold_also_after_a_restart()
+    {
+        var dir = new TempDir();
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(Harness.Epoch);
+        ScheduleSettings[] schedules = [Schedule("default", "default", [M(10)], notify: [M(30)], expiry: new Expiry.Ttl(TimeSpan.FromHours(1)))];
+        string id;
+        await using (var h = new Harness(schedules, [Queue("default", 1)], dir.Path, clock))
+        {
+            await h.StartAsync();
+            id = await CommitHeldAsync(h, Harness.Epoch.AddHours(3), "a@x.test");
+            await h.IdleAsync();
+        }
+        await using (var h = new Harness(schedules, [Queue("default", 1)], dir.Path, clock))
+        {
+            h.Agent.Answer = (_, r) => RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.x.test");
+            await h.StartAsync();
+            Assert.Equal(Harness.Epoch.AddHours(3), h.Spool.Find(id)!.ArrivedAt);
+            await h.AdvanceAsync(TimeSpan.FromHours(3) + M(29), M(1));
+            Assert.Equal(Harness.Epoch.AddHours(3), h.Agent.Calls.First().At);   // the first attempt, when the hold ended
+            Assert.Empty(h.Reports.Delayed);
+            await h.AdvanceAsync(M(2), M(1));
+            var delayed = Assert.Single(h.Reports.Delayed);
+            Assert.Equal(Harness.Epoch.AddHours(4), delayed.Report.Recipients.Single().WillRetryUntil);
+            Assert.Equal(Harness.Epoch, delayed.Report.Envelope.ArrivedAt);
+            Assert.Empty(h.Reports.Final);
+            await h.AdvanceAsync(M(31), M(1));
+            var expired = Assert.Single(Assert.Single(h.Reports.Final).Recipients);
+            Assert.Equal(RecipientStatus.Expired, expired.Status);
+        }
+        dir.Dispose();
+    }
+}
