@@ -85,4 +85,28 @@ public sealed class ReviewFixTests
         }
         dir.Dispose();
     }
+
+    // Finding 3: the recipient in flight may already have been reported delivered; it must not be bounced too.
+    [Fact]
+    public async Task Cancel_with_bounce_while_a_recipient_is_in_flight_bounces_only_the_waiting_ones()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 2)]);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        h.Agent.Hold = (req, ct) => req.Domain == "x.test" ? release.Task.WaitAsync(ct) : Task.CompletedTask;
+        h.Agent.Answer = (req, r) => req.Domain == "x.test"
+            ? RecipientOutcome.Delivered(r.Address, "mx.x.test")
+            : RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.y.test");
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1, "a@x.test in flight, b@y.test deferred");
+
+        var result = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
+        Assert.Equal(ControlOutcome.Done, result.Outcome);
+        var report = Assert.Single(h.Reports.Final);
+        Assert.Equal(["b@y.test"], report.Recipients.Select(r => r.Entry.Address));
+        Assert.Null(h.Spool.Find(id));
+        release.SetResult();
+        await h.IdleAsync();
+        Assert.Single(h.Reports.Final);   // the in-flight outcome is dropped, not reported after the cancel
+    }
 }
