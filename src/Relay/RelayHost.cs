@@ -167,6 +167,11 @@ public sealed class RelayHost : IAsyncDisposable
         await _reloading.WaitAsync(cancellationToken);
         try
         {
+            if (_stopped)
+            {
+                _log.LogWarning("reload refused: the relay is stopping");
+                return ReloadResult.Refused([new ConfigError(Settings.SourcePath, 0, "", "the relay is stopping")]);
+            }
             var loaded = ConfigLoader.LoadFile(Settings.SourcePath);
             if (!loaded.Ok)
             {
@@ -178,8 +183,19 @@ public sealed class RelayHost : IAsyncDisposable
             var running = Settings;
             var restart = ReloadDiff.NeedsRestart(running, next);
 
+            // The scheduler learns the new schedules and queues before the strategy can hand them out; when it
+            // cannot (stopping, spool error) this throws and the strategy in force stays as it was.
+            SchedulerReload queues;
+            try
+            {
+                queues = await Scheduler.ReconfigureAsync(next.Queue);   // queued recipients, virtual queues
+            }
+            catch (Exception e) when (e is InvalidOperationException or IOException)
+            {
+                _log.LogError("reload refused: the scheduler did not take the new [queue]: {Error}; the running config is kept", e.Message);
+                return ReloadResult.Refused([new ConfigError(Settings.SourcePath, 0, "queue", "not applied: " + e.Message)]);
+            }
             Strategy.Swap(next.Queue);                                   // new recipients, from now on
-            var queues = await Scheduler.ReconfigureAsync(next.Queue);   // queued recipients, virtual queues
             Sla.SetTargets(SlaTracker.TargetsFrom(next.Queue));
             string listenerText;
             try
@@ -228,8 +244,17 @@ public sealed class RelayHost : IAsyncDisposable
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        if (_stopped) return;
-        _stopped = true;
+        // Waits for a reload in progress to finish, and no reload starts afterwards (ReloadAsync checks _stopped).
+        await _reloading.WaitAsync(CancellationToken.None);
+        try
+        {
+            if (_stopped) return;
+            _stopped = true;
+        }
+        finally
+        {
+            _reloading.Release();
+        }
         using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
         var token = bound?.Token ?? cancellationToken;
         if (Admin is not null) await Admin.StopAsync(token);
