@@ -18,6 +18,12 @@ public sealed partial class QueueScheduler
     private volatile IReadOnlyDictionary<string, VirtualQueue>? _queueView;
     private bool _draining;
 
+    /// <summary>
+    /// Optional: told before a dead letter is requeued and when a cancel leaves recipients without a failure report
+    /// (the delivery-event log, for API status and webhooks). Set before <see cref="Start"/>.
+    /// </summary>
+    public IQueueOperationsObserver? Operations { get; set; }
+
     // ---------------------------------------------------------------- stats (any thread)
 
     /// <summary>
@@ -273,6 +279,8 @@ public sealed partial class QueueScheduler
             {
                 try
                 {
+                    if (Operations is { } observer)
+                        await observer.RequeuingAsync(messageId, await _spool.ReadEnvelopeAsync(messageId, ct), again, ct);
                     var reopened = await _spool.ReopenAsync(messageId, again, now, ct);
                     if (reopened) _log.Requeued(messageId, again.Count);
                     var result = reopened
@@ -308,6 +316,17 @@ public sealed partial class QueueScheduler
             {
                 try
                 {
+                    // Recipients no failure report will cover: every pending one without a bounce, else those in flight.
+                    var unreported = bounce ? pending.Except(bounced).ToList() : pending;
+                    if (Operations is { } observer && unreported.Count > 0)
+                    {
+                        var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
+                        try { await observer.CancelledAsync(messageId, envelope, unreported, ct); }
+                        catch (Exception e) when (e is not OperationCanceledException)
+                        {
+                            _log.ObserverFailed(messageId, "cancel", e.Message);   // the cancel itself goes on
+                        }
+                    }
                     if (bounce && bounced.Count > 0)
                     {
                         var changes = bounced.Select(i => new RecipientChange(

@@ -103,7 +103,10 @@ public sealed class RelayHost : IAsyncDisposable
             var reports = new ObservedDeliveryReports(
                 new EventingDeliveryReports(createReports(spool, strategy), events, clock), metrics, sla, history, clock);
             scheduler = new QueueScheduler(spool, settings.Queue, agent, reports, clock,
-                loggerFactory.CreateLogger("Relay.Scheduler"));
+                loggerFactory.CreateLogger("Relay.Scheduler"))
+            {
+                Operations = events,   // requeue and cancel reach API status and webhooks
+            };
             scheduler.Start();
             inbound = new InboundServer(settings, spool, loggerFactory, new SchedulerAdmission(scheduler), clock, strategy.Classify)
             {

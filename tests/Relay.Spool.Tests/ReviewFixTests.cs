@@ -96,6 +96,8 @@ public sealed class ReviewFixTests
         h.Agent.Answer = (req, r) => req.Domain == "x.test"
             ? RecipientOutcome.Delivered(r.Address, "mx.x.test")
             : RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.y.test");
+        var observer = new RecordingObserver();
+        h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
         await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1, "a@x.test in flight, b@y.test deferred");
@@ -105,8 +107,26 @@ public sealed class ReviewFixTests
         var report = Assert.Single(h.Reports.Final);
         Assert.Equal(["b@y.test"], report.Recipients.Select(r => r.Entry.Address));
         Assert.Null(h.Spool.Find(id));
+        Assert.Equal([(id, "cancelled", 0)], observer.Calls);   // the one no failure report covers
         release.SetResult();
         await h.IdleAsync();
         Assert.Single(h.Reports.Final);   // the in-flight outcome is dropped, not reported after the cancel
+    }
+
+    private sealed class RecordingObserver : IQueueOperationsObserver
+    {
+        public List<(string Id, string What, int Index)> Calls { get; } = [];
+
+        public ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
+        {
+            lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "requeued", i)));
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
+        {
+            lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "cancelled", i)));
+            return ValueTask.CompletedTask;
+        }
     }
 }
