@@ -19,7 +19,9 @@ public sealed class FileSpool : ISpoolStore
     private readonly Dictionary<string, StrongBoxLong> _pendingByQueue = new(StringComparer.Ordinal);
     private readonly Dictionary<(string, string), Route> _routes = [];
     private readonly Dictionary<string, string> _domains = new(StringComparer.Ordinal);
-    private readonly Queue<SpooledMessage> _deadLetters = new();
+    // Each dead letter with the finalized time it was queued with: a requeued and failed-again message is queued
+    // again, and its older entry (whose time no longer matches) is skipped rather than holding up the purge.
+    private readonly Queue<(SpooledMessage Message, long FinalizedTicks)> _deadLetters = new();
     private readonly Queue<SpooledMessage> _handoff = new();
     private readonly SpoolJournal _journal;
     private readonly FileSpoolOptions _options;
@@ -88,6 +90,7 @@ public sealed class FileSpool : ISpoolStore
         _index.Values.CopyTo(live, 0);
         Array.Sort(live, static (a, b) => a.Sequence.CompareTo(b.Sequence));
         _handoff.EnsureCapacity(live.Length);
+        var dead = new List<SpooledMessage>();
         foreach (var m in live)
         {
             foreach (ref readonly var s in m.Slots.AsSpan())
@@ -96,9 +99,12 @@ public sealed class FileSpool : ISpoolStore
                 PendingBox(s.Route.Queue).Value++;
                 pending++;
             }
-            if (m.FinalizedTicks != 0) _deadLetters.Enqueue(m);
+            if (m.FinalizedTicks != 0) dead.Add(m);
             else _handoff.Enqueue(m);
         }
+        // The purge walks dead letters in the order their retention ends (commit order is not that order).
+        dead.Sort(static (a, b) => a.FinalizedTicks.CompareTo(b.FinalizedTicks));
+        foreach (var m in dead) _deadLetters.Enqueue((m, m.FinalizedTicks));
         _journal.Start(WriteSnapshot);
         _log.Opened(Root, _index.Count, pending, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
@@ -476,7 +482,7 @@ public sealed class FileSpool : ISpoolStore
                 {
                     // The dead letter keeps its reasons: the state and the dead-letter mark share one group commit.
                     m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
-                    _deadLetters.Enqueue(m);
+                    _deadLetters.Enqueue((m, m.FinalizedTicks));
                     _journal.Append(JournalRecords.Update(id, changes), null);
                     durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
                 }
@@ -504,7 +510,7 @@ public sealed class FileSpool : ISpoolStore
             if (keep)
             {
                 m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
-                _deadLetters.Enqueue(m);
+                _deadLetters.Enqueue((m, m.FinalizedTicks));
                 durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
             }
             else
@@ -621,10 +627,14 @@ public sealed class FileSpool : ISpoolStore
         Task durable = Task.CompletedTask;
         lock (_gate)
         {
-            while (_deadLetters.TryPeek(out var m) && (m.Removed || m.FinalizedTicks + _options.Retention.Ticks <= now.UtcTicks))
+            while (_deadLetters.TryPeek(out var entry))
             {
+                var m = entry.Message;
+                // Gone, re-opened by the operator, or re-opened and finalized again (a newer entry stands for it).
+                var stale = m.Removed || m.FinalizedTicks != entry.FinalizedTicks;
+                if (!stale && m.FinalizedTicks + _options.Retention.Ticks > now.UtcTicks) break;
                 _deadLetters.Dequeue();
-                if (m.Removed || m.FinalizedTicks == 0) continue;   // gone, or re-opened by the operator
+                if (stale) continue;
                 Forget(m);
                 purged.Add(m.Id);
                 durable = _journal.Append(JournalRecords.Remove(m.Id), null);

@@ -129,4 +129,69 @@ public sealed class ReviewFixTests
             return ValueTask.CompletedTask;
         }
     }
+
+    // Finding 9: A fails, B fails an hour later, A is requeued and fails again after B: B is purged when its retention
+    // ends, not held up behind A's stale first entry. After a restart too (dead letters in finalized order).
+    [Fact]
+    public async Task A_dead_letter_requeued_and_failed_again_does_not_hold_up_the_purge_of_others()
+    {
+        var dir = new TempDir();
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(Harness.Epoch);
+        ScheduleSettings[] schedules = [Schedule("default", "default", [TimeSpan.FromHours(1)])];
+        string a, b;
+        await using (var h = new Harness(schedules, [Queue("default", 1)], dir.Path, clock))
+        {
+            h.Agent.Answer = (_, r) => RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
+            await h.StartAsync();
+            a = await h.CommitAsync(0, ("a@x.test", "default", "default"));
+            await h.IdleAsync();
+            clock.Advance(TimeSpan.FromHours(1));
+            b = await h.CommitAsync(0, ("b@x.test", "default", "default"));
+            await h.IdleAsync();
+            clock.Advance(TimeSpan.FromHours(1));
+            Assert.Equal(ControlOutcome.Done, (await h.Scheduler.RetryAsync(a, CancellationToken.None)).Outcome);
+            await RelayWaits.UntilAsync(() => h.Spool.Find(a)?.FinalizedAt is not null, "a failed again");
+            await h.IdleAsync();
+            Assert.Equal(Harness.Epoch.AddHours(2), h.Spool.Find(a)!.FinalizedAt);
+
+            // Retention is 7 days: B's ends at +1h+7d, A's (new) at +2h+7d.
+            Assert.Equal(0, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(7).AddMinutes(30), CancellationToken.None));
+            Assert.Equal(1, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(7).AddHours(1).AddMinutes(1), CancellationToken.None));
+            Assert.Null(h.Spool.Find(b));
+            Assert.NotNull(h.Spool.Find(a));
+            Assert.Equal(1, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(7).AddHours(2).AddMinutes(1), CancellationToken.None));
+            Assert.Null(h.Spool.Find(a));
+        }
+        dir.Dispose();
+    }
+
+    [Fact]
+    public async Task After_a_restart_dead_letters_are_purged_in_the_order_their_retention_ends()
+    {
+        var dir = new TempDir();
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(Harness.Epoch);
+        ScheduleSettings[] schedules = [Schedule("default", "default", [TimeSpan.FromHours(1)], expiry: new Expiry.Ttl(TimeSpan.FromHours(3)))];
+        string slow, fast;
+        await using (var h = new Harness(schedules, [Queue("default", 1)], dir.Path, clock))
+        {
+            h.Agent.Answer = (_, r) => r.Address.StartsWith("slow", StringComparison.Ordinal)
+                ? RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.x.test")
+                : RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
+            await h.StartAsync();
+            slow = await h.CommitAsync(0, ("slow@x.test", "default", "default"));   // committed first, expires at +3h
+            fast = await h.CommitAsync(0, ("fast@x.test", "default", "default"));   // fails at once
+            await h.IdleAsync();
+            await h.AdvanceAsync(TimeSpan.FromHours(3) + M(1), M(30));
+            Assert.NotNull(h.Spool.Find(slow)!.FinalizedAt);
+        }
+        await using (var h = new Harness(schedules, [Queue("default", 1)], dir.Path, clock))
+        {
+            await h.StartAsync();
+            Assert.Equal((Harness.Epoch, Harness.Epoch.AddHours(3)), (h.Spool.Find(fast)!.FinalizedAt, h.Spool.Find(slow)!.FinalizedAt));
+            Assert.Equal(1, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(7).AddMinutes(1), CancellationToken.None));
+            Assert.Null(h.Spool.Find(fast));
+            Assert.NotNull(h.Spool.Find(slow));
+        }
+        dir.Dispose();
+    }
 }
