@@ -20,7 +20,7 @@ public sealed class RelayHost : IAsyncDisposable
 {
     private readonly ILogger _log;
     private readonly SemaphoreSlim _reloading = new(1, 1);
-    private bool _stopped;
+    private volatile bool _stopped;
     private IDeliveryAgent? _deliveryAgent;
     private TimeProvider _clock = TimeProvider.System;
     private DeliveryEventLog? _events;
@@ -247,8 +247,17 @@ public sealed class RelayHost : IAsyncDisposable
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        // Waits for a reload in progress to finish, and no reload starts afterwards (ReloadAsync checks _stopped).
-        await _reloading.WaitAsync(CancellationToken.None);
+        using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
+        var token = bound?.Token ?? cancellationToken;
+        // Waits (within the shutdown bound) for a reload in progress to finish; no reload starts afterwards
+        // (ReloadAsync checks _stopped under the same lock).
+        var entered = false;
+        try
+        {
+            await _reloading.WaitAsync(token);
+            entered = true;
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested) { }
         try
         {
             if (_stopped) return;
@@ -256,10 +265,8 @@ public sealed class RelayHost : IAsyncDisposable
         }
         finally
         {
-            _reloading.Release();
+            if (entered) _reloading.Release();
         }
-        using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
-        var token = bound?.Token ?? cancellationToken;
         if (Admin is not null) await Admin.StopAsync(token);
         if (Api is not null) await Api.StopAsync(token);
         await Inbound.StopAsync(token);
