@@ -35,7 +35,7 @@ public sealed class DeliveryEventLogOptions
     internal Func<Exception?>? Fault { get; init; }
 }
 
-public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, IAsyncDisposable
+public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, IQueueOperationsObserver, IAsyncDisposable
 {
     private const uint SegmentMagic = 0x45594C52;   // "RLYE"
     private const int HeaderLength = 16;             // magic, version, base sequence (every event in it is greater)
@@ -185,6 +185,49 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
         }
     }
 
+    /// <summary>
+    /// An operator requeues final recipients of a dead letter: a durable <c>requeued</c> event each, after which their
+    /// new attempts are recorded again (status and webhooks leave <c>failed</c>). Other messages are ignored.
+    /// </summary>
+    public ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken)
+    {
+        if (!IsApi(envelope)) return ValueTask.CompletedTask;
+        var now = _clock.GetUtcNow();
+        var events = recipients.Distinct().Where(i => i >= 0 && i < envelope.Recipients.Count).Select(i => new StoredEvent
+        {
+            Type = DeliveryEventType.Requeued, Rcpt = i, Address = envelope.Recipients[i].Address, At = now,
+            Text = "queued again by the operator",
+        }).ToList();
+        Task durable;
+        lock (_gate)
+        {
+            var accepted = EnsureAcceptedLocked(envelope);
+            var entry = _messages[envelope.Id];
+            Task? last = null;
+            foreach (var e in events)
+            {
+                e.Msg = envelope.Id;
+                e.Client = entry.Client;
+                last = AppendEventLocked(e, entry);
+            }
+            durable = last is null ? accepted : Task.WhenAll(accepted, last);
+        }
+        return new ValueTask(durable.WaitAsync(cancellationToken));
+    }
+
+    /// <summary>The operator cancelled the message: a final <c>failed</c> event ("cancelled by the operator") per recipient.</summary>
+    public ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken)
+    {
+        if (!IsApi(envelope)) return ValueTask.CompletedTask;
+        var now = _clock.GetUtcNow();
+        var events = recipients.Distinct().Where(i => i >= 0 && i < envelope.Recipients.Count).Select(i => new StoredEvent
+        {
+            Type = DeliveryEventType.Failed, Rcpt = i, Address = envelope.Recipients[i].Address, At = now,
+            Status = QueueScheduler.Cancelled.EnhancedStatus, Text = "cancelled by the operator",
+        }).ToList();
+        return new ValueTask(AppendAsync(envelope, events).WaitAsync(cancellationToken));
+    }
+
     /// <summary>The delivery agent's successful outcome, kept until the final report turns it into an event.</summary>
     internal void RememberOutcome(string messageId, int index, RecipientOutcome outcome) => _outcomes[(messageId, index)] = outcome;
 
@@ -253,6 +296,13 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
         {
             entry.LastSegment = segment;
             if (FindSegment(segment) is { } s) s.Live++;
+        }
+        if (e.Type == DeliveryEventType.Requeued && e.Rcpt >= 0 && e.Rcpt < entry.Final.Length && entry.Final[e.Rcpt])
+        {
+            // Pending again: its next attempts are recorded, and the message is unfinished until it is final again.
+            entry.Final[e.Rcpt] = false;
+            entry.Remaining++;
+            entry.FinishedTicks = 0;
         }
         if (e.IsFinal && e.Rcpt >= 0 && e.Rcpt < entry.Final.Length && !entry.Final[e.Rcpt])
         {

@@ -15,6 +15,8 @@ public static class DeliveryEventType
     public const string Expired = "expired";
     public const string DelayedDsnSent = "delayed-dsn-sent";
     public const string Bounced = "bounced";
+    /// <summary>An operator queued a final (failed or expired) recipient again: its status is <c>queued</c> until the next final event.</summary>
+    public const string Requeued = "requeued";
 }
 
 /// <summary>One event about one message (and, except for <c>accepted</c>, one recipient).</summary>

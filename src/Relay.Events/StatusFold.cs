@@ -27,6 +27,12 @@ internal static class StatusFold
             var r = rcpts[e.Rcpt];
             switch (e.Type)
             {
+                case DeliveryEventType.Requeued:
+                    // Queued again by the operator: its attempts count from 1 again (the spool's do too).
+                    r.State = "queued";
+                    r.FinalAt = null;
+                    r.Attempts = 0;
+                    break;
                 case DeliveryEventType.Deferred when r.FinalAt is null:
                     r.State = "deferred";
                     r.Attempts = Math.Max(r.Attempts, e.Attempt);

@@ -63,4 +63,7 @@ internal static partial class InboundLog
 
     [LoggerMessage(1019, LogLevel.Information, "listener {Listener} removed: no new connections, open sessions finish")]
     public static partial void ListenerStopped(this ILogger logger, string listener);
+
+    [LoggerMessage(1020, LogLevel.Error, "listener change refused: {Reason}")]
+    public static partial void ListenerChangeRefused(this ILogger logger, string reason);
 }

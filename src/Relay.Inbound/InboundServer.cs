@@ -25,7 +25,14 @@ namespace Relay.Inbound;
 public sealed record BoundEndPoint(string Listener, IPEndPoint EndPoint);
 
 /// <summary>What a listener reload did (names of <c>[server.listener.*]</c> tables).</summary>
-public sealed record ListenerReload(IReadOnlyList<string> Started, IReadOnlyList<string> Stopped, IReadOnlyList<string> Rebound);
+public sealed record ListenerReload(IReadOnlyList<string> Started, IReadOnlyList<string> Stopped, IReadOnlyList<string> Rebound)
+{
+    /// <summary>
+    /// Changes that could not be applied, one text each (<c>name: reason</c>): a certificate or key that cannot be
+    /// read or does not match, or a bind that failed. A listener that was running keeps running as it was.
+    /// </summary>
+    public IReadOnlyList<string> Refused { get; init; } = [];
+}
 
 /// <summary>The inbound SMTP server: every configured listener, started and stopped together, changed by reloads.</summary>
 public sealed class InboundServer : IAsyncDisposable
@@ -106,7 +113,7 @@ public sealed class InboundServer : IAsyncDisposable
         {
             foreach (var listener in _settings.Server.Listeners)
             {
-                var host = await StartListenerAsync(listener, retryBind: false, cancellationToken);
+                var host = await StartListenerAsync(listener, Prepare(listener), retryBind: false, cancellationToken);
                 lock (_hosts) _hosts.Add(host);
             }
         }
@@ -122,8 +129,11 @@ public sealed class InboundServer : IAsyncDisposable
     /// (sessions already open keep theirs); listeners added in <c>[server.listener.*]</c> start, removed ones stop
     /// accepting while their open sessions finish (up to the session timeout), and a listener whose bind, TLS or
     /// require-auth changed is rebound — its old sessions carry on over their established connections.
+    /// Every certificate is loaded before any listener is retired: a change whose certificate or key cannot be read
+    /// (or do not match) is refused and the running listener keeps accepting as it was. A new bind that does not
+    /// take a port the old listener holds is made before the old one is retired; one that does, and then fails,
+    /// brings the old listener back. Refused changes are listed in <see cref="ListenerReload.Refused"/>.
     /// </summary>
-    /// <exception cref="IOException">A new bind failed; the listeners that could be started are running.</exception>
     public async Task<ListenerReload> ReconfigureAsync(RelaySettings settings, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(settings);
@@ -135,48 +145,138 @@ public sealed class InboundServer : IAsyncDisposable
             var started = new List<string>();
             var stopped = new List<string>();
             var rebound = new List<string>();
+            var refused = new List<string>();
             List<ListenerHost> current;
             lock (_hosts) current = [.. _hosts];
-            foreach (var host in current)
-            {
-                var next = wanted.FirstOrDefault(l => l.Name == host.Settings.Name);
-                if (next is not null && SameListener(host.Settings, next)) continue;
-                lock (_hosts) _hosts.Remove(host);
-                Retire(host, settings.Session.Timeout);
-                (next is null ? stopped : rebound).Add(host.Settings.Name);
-            }
-
             var order = wanted.Select(l => l.Name).ToList();
-            List<Exception>? failures = null;
+
+            // 1. Certificates first, while nothing has changed yet.
+            var prepared = new List<(ListenerSettings Listener, ListenerHost? Old, X509Certificate2? Certificate)>();
             foreach (var listener in wanted)
             {
-                bool running;
-                lock (_hosts) running = _hosts.Any(h => h.Settings.Name == listener.Name);
-                if (running) continue;
+                var old = current.FirstOrDefault(h => h.Settings.Name == listener.Name);
+                if (old is not null && SameListener(old.Settings, listener)) continue;
                 try
                 {
-                    var host = await StartListenerAsync(listener, retryBind: rebound.Contains(listener.Name), cancellationToken);
-                    lock (_hosts)
-                    {
-                        _hosts.Add(host);
-                        _hosts.Sort((a, b) => order.IndexOf(a.Settings.Name).CompareTo(order.IndexOf(b.Settings.Name)));
-                    }
-                    if (!rebound.Contains(listener.Name)) started.Add(listener.Name);
-                    foreach (var e in host.Endpoints) _log.ListenerStarted(listener.Name, e.IPEndPoint!.ToString());
+                    prepared.Add((listener, old, Prepare(listener)));
                 }
-                catch (Exception e) when (e is IOException or InvalidOperationException or System.Security.Cryptography.CryptographicException)
+                catch (Exception e) when (IsListenerFailure(e))
                 {
-                    (failures ??= []).Add(new IOException($"listener {listener.Name}: {e.Message}", e));
+                    refused.Add(Refusal(listener.Name, e, old is null ? "not started" : "the running listener is kept"));
+                }
+            }
+
+            // 2. Removed listeners stop accepting.
+            foreach (var host in current.Where(h => wanted.All(l => l.Name != h.Settings.Name)))
+            {
+                lock (_hosts) _hosts.Remove(host);
+                Retire(host, settings.Session.Timeout);
+                stopped.Add(host.Settings.Name);
+            }
+
+            // 3. Added and changed listeners.
+            foreach (var (listener, old, certificate) in prepared)
+            {
+                if (old is null)
+                {
+                    try
+                    {
+                        Add(await StartListenerAsync(listener, certificate, retryBind: false, cancellationToken), order);
+                        started.Add(listener.Name);
+                    }
+                    catch (Exception e) when (IsListenerFailure(e))
+                    {
+                        refused.Add(Refusal(listener.Name, e, "not started"));
+                    }
+                    continue;
+                }
+                var takesOldPort = TakesPortOf(listener, old);
+                if (!takesOldPort)
+                {
+                    // The new binds are free of the old listener: bind them first, retire the old one only then.
+                    try
+                    {
+                        var host = await StartListenerAsync(listener, certificate, retryBind: false, cancellationToken);
+                        lock (_hosts) _hosts.Remove(old);
+                        Retire(old, settings.Session.Timeout);
+                        Add(host, order);
+                        rebound.Add(listener.Name);
+                    }
+                    catch (Exception e) when (IsListenerFailure(e))
+                    {
+                        refused.Add(Refusal(listener.Name, e, "the running listener is kept"));
+                    }
+                    continue;
+                }
+                lock (_hosts) _hosts.Remove(old);
+                Retire(old, settings.Session.Timeout);
+                try
+                {
+                    Add(await StartListenerAsync(listener, certificate, retryBind: true, cancellationToken), order);
+                    rebound.Add(listener.Name);
+                }
+                catch (Exception e) when (IsListenerFailure(e))
+                {
+                    // Its port is free again (or was never ours to take): bring the old listener back as it was.
+                    string outcome;
+                    try
+                    {
+                        Add(await StartListenerAsync(old.Settings, Prepare(old.Settings), retryBind: true, cancellationToken), order);
+                        outcome = "the previous listener settings were restored";
+                    }
+                    catch (Exception again) when (IsListenerFailure(again))
+                    {
+                        outcome = "the listener is DOWN: " + again.Message;
+                    }
+                    refused.Add(Refusal(listener.Name, e, outcome));
                 }
             }
             foreach (var name in stopped) _log.ListenerStopped(name);
-            if (failures is not null) throw failures.Count == 1 ? failures[0] : new IOException(string.Join("; ", failures.Select(f => f.Message)), new AggregateException(failures));
-            return new ListenerReload(started, stopped, rebound);
+            foreach (var text in refused) _log.ListenerChangeRefused(text);
+            return new ListenerReload(started, stopped, rebound) { Refused = refused };
         }
         finally
         {
             _changing.Release();
         }
+    }
+
+    private void Add(ListenerHost host, List<string> order)
+    {
+        lock (_hosts)
+        {
+            _hosts.Add(host);
+            _hosts.Sort((a, b) => order.IndexOf(a.Settings.Name).CompareTo(order.IndexOf(b.Settings.Name)));
+        }
+        foreach (var e in host.Endpoints) _log.ListenerStarted(host.Settings.Name, e.IPEndPoint!.ToString());
+    }
+
+    /// <summary>True when one of the listener's binds names a port the running <paramref name="old"/> host is bound to.</summary>
+    private static bool TakesPortOf(ListenerSettings listener, ListenerHost old) =>
+        listener.Bind.Any(b => b.Port != 0 && old.Endpoints.Any(e => e.IPEndPoint?.Port == b.Port));
+
+    private static bool IsListenerFailure(Exception e) =>
+        e is IOException or InvalidOperationException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException;
+
+    private static string Refusal(string name, Exception e, string outcome) => $"{name}: {e.Message} ({outcome})";
+
+    /// <summary>The listener's certificate, loaded and checked against its key (null without TLS).</summary>
+    private static X509Certificate2? Prepare(ListenerSettings settings)
+    {
+        X509Certificate2? certificate;
+        try
+        {
+            certificate = LoadCertificate(settings.Tls);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException
+                                  or System.Security.Cryptography.CryptographicException)
+        {
+            // Unreadable, not PEM, or a key that does not match the certificate (ArgumentException).
+            throw new IOException($"tls certificate {settings.Tls!.Certificate} / key {settings.Tls.Key}: {e.Message}", e);
+        }
+        if (settings.ImplicitTls && certificate is null)
+            throw new InvalidOperationException($"listener {settings.Name}: implicit-tls needs tls certificate and key");
+        return certificate;
     }
 
     private static bool SameListener(ListenerSettings a, ListenerSettings b) =>
@@ -198,12 +298,13 @@ public sealed class InboundServer : IAsyncDisposable
         }
     }
 
-    private async Task<ListenerHost> StartListenerAsync(ListenerSettings settings, bool retryBind, CancellationToken cancellationToken)
+    /// <summary>Binds and starts one listener; it owns <paramref name="certificate"/> from now on (disposed on failure).</summary>
+    private async Task<ListenerHost> StartListenerAsync(ListenerSettings settings, X509Certificate2? certificate, bool retryBind,
+                                                       CancellationToken cancellationToken)
     {
         var deadline = _runtime.Clock.GetUtcNow() + RebindWait;
         while (true)
         {
-            var certificate = LoadCertificate(settings.Tls);
             var listener = new ListenerRuntime(settings, certificate);
             var endpoints = new List<ListenOptions>();
             var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -245,7 +346,6 @@ public sealed class InboundServer : IAsyncDisposable
             {
                 // Rebinding the port the old listener is leaving: its unbind may not have happened yet.
                 await app.DisposeAsync();
-                certificate?.Dispose();
                 await Task.Delay(TimeSpan.FromMilliseconds(25), _runtime.Clock, cancellationToken);
             }
             catch

@@ -108,3 +108,23 @@ public sealed class NoDeliveryReports : IDeliveryReports
     public ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
     public ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 }
+
+/// <summary>
+/// Told about what an operator does to a message that no delivery outcome reports (implemented by the delivery-event
+/// log, so an API client's status and webhook follow). Optional: set <c>QueueScheduler.Operations</c>.
+/// </summary>
+public interface IQueueOperationsObserver
+{
+    /// <summary>
+    /// A dead letter's <paramref name="recipients"/> are about to be queued again (admin retry). Called, and awaited,
+    /// before the spool re-opens the message, so that it is recorded before any new attempt reports. Throwing
+    /// refuses the requeue.
+    /// </summary>
+    ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The operator cancelled the message and <paramref name="recipients"/> (pending, with no failure report of their
+    /// own: a cancel without bounce, or recipients in flight during a cancel with bounce) are final now.
+    /// </summary>
+    ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken);
+}

@@ -18,6 +18,12 @@ public sealed partial class QueueScheduler
     private volatile IReadOnlyDictionary<string, VirtualQueue>? _queueView;
     private bool _draining;
 
+    /// <summary>
+    /// Optional: told before a dead letter is requeued and when a cancel leaves recipients without a failure report
+    /// (the delivery-event log, for API status and webhooks). Set before <see cref="Start"/>.
+    /// </summary>
+    public IQueueOperationsObserver? Operations { get; set; }
+
     // ---------------------------------------------------------------- stats (any thread)
 
     /// <summary>
@@ -273,6 +279,8 @@ public sealed partial class QueueScheduler
             {
                 try
                 {
+                    if (Operations is { } observer)
+                        await observer.RequeuingAsync(messageId, await _spool.ReadEnvelopeAsync(messageId, ct), again, ct);
                     var reopened = await _spool.ReopenAsync(messageId, again, now, ct);
                     if (reopened) _log.Requeued(messageId, again.Count);
                     var result = reopened
@@ -294,6 +302,9 @@ public sealed partial class QueueScheduler
             var snapshot = job.Snapshot();
             var pending = Enumerable.Range(0, snapshot.Recipients.Count)
                 .Where(i => snapshot.Recipients[i].Status == RecipientStatus.Pending).ToList();
+            // A recipient being delivered right now is not bounced: its attempt may already have reported an outcome
+            // (report first, then settle), and a failure DSN after a success DSN would be a lie. Its outcome is dropped.
+            var bounced = job.Scheduled && !job.Gone ? pending.Where(i => !job.BusyOf(i)).ToList() : pending;
             // Out of the scheduler now: heap and timer entries are skipped, a delivery in flight finishes but its
             // outcome is neither reported (LiveReports) nor applied (Release ignores a gone job; the spool ignores
             // updates of a removed id).
@@ -305,14 +316,26 @@ public sealed partial class QueueScheduler
             {
                 try
                 {
-                    if (bounce && pending.Count > 0)
+                    // Recipients no failure report will cover: every pending one without a bounce, else those in flight.
+                    var unreported = bounce ? pending.Except(bounced).ToList() : pending;
+                    if (Operations is { } observer && unreported.Count > 0)
                     {
-                        var changes = pending.Select(i => new RecipientChange(
+                        var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
+                        try { await observer.CancelledAsync(messageId, envelope, unreported, ct); }
+                        catch (Exception e) when (e is not OperationCanceledException)
+                        {
+                            _log.ObserverFailed(messageId, "cancel", e.Message);   // the cancel itself goes on
+                        }
+                    }
+                    if (bounce && bounced.Count > 0)
+                    {
+                        var changes = bounced.Select(i => new RecipientChange(
                             i, RecipientStatus.Failed, snapshot.Recipients[i].Attempts, null, Cancelled, snapshot.Recipients[i].NotifySent, false)).ToList();
+                        // The envelope is read while the message is surely there (a delivery in flight may still finish it).
+                        var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
                         // Durable first, then the DSN (as after an attempt): a crash in between leaves failed,
                         // unreported recipients, which are reported at the next start.
                         await _spool.UpdateRecipientsAsync(messageId, changes, ct);
-                        var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
                         var report = new DeliveryReport(messageId, envelope, changes.Select(c => new ReportedRecipient(
                             c.Index, envelope.Recipients[c.Index], c.Status, c.LastError, c.Attempts, null, null)).ToList(),
                             OpenContent(messageId));
@@ -321,6 +344,11 @@ public sealed partial class QueueScheduler
                     await _spool.RemoveAsync(messageId, ct);
                     _log.Cancelled(messageId, pending.Count, bounce);
                     return () => done.TrySetResult(new ControlResult(ControlOutcome.Done, pending.Count));
+                }
+                catch (SpoolCorruptException) when (_spool.Find(messageId) is null)
+                {
+                    // A delivery in flight finished the message meanwhile (or it was removed): nothing left to cancel.
+                    return () => done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "the message was already finished"));
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {

@@ -46,4 +46,7 @@ internal static partial class SchedulerLog
 
     [LoggerMessage(3014, LogLevel.Information, "{MessageId}: to=<{Recipient}>, status=expired, attempts={Attempts}, schedule={Schedule} ({Reason})")]
     public static partial void Expired(this ILogger logger, string messageId, string recipient, int attempts, string schedule, string reason);
+
+    [LoggerMessage(3015, LogLevel.Warning, "{MessageId}: the operations observer failed ({Operation}): {Reason}")]
+    public static partial void ObserverFailed(this ILogger logger, string messageId, string operation, string reason);
 }

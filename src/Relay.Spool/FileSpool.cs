@@ -19,7 +19,9 @@ public sealed class FileSpool : ISpoolStore
     private readonly Dictionary<string, StrongBoxLong> _pendingByQueue = new(StringComparer.Ordinal);
     private readonly Dictionary<(string, string), Route> _routes = [];
     private readonly Dictionary<string, string> _domains = new(StringComparer.Ordinal);
-    private readonly Queue<SpooledMessage> _deadLetters = new();
+    // Each dead letter with the finalized time it was queued with: a requeued and failed-again message is queued
+    // again, and its older entry (whose time no longer matches) is skipped rather than holding up the purge.
+    private readonly Queue<(SpooledMessage Message, long FinalizedTicks)> _deadLetters = new();
     private readonly Queue<SpooledMessage> _handoff = new();
     private readonly SpoolJournal _journal;
     private readonly FileSpoolOptions _options;
@@ -88,6 +90,7 @@ public sealed class FileSpool : ISpoolStore
         _index.Values.CopyTo(live, 0);
         Array.Sort(live, static (a, b) => a.Sequence.CompareTo(b.Sequence));
         _handoff.EnsureCapacity(live.Length);
+        var dead = new List<SpooledMessage>();
         foreach (var m in live)
         {
             foreach (ref readonly var s in m.Slots.AsSpan())
@@ -96,9 +99,12 @@ public sealed class FileSpool : ISpoolStore
                 PendingBox(s.Route.Queue).Value++;
                 pending++;
             }
-            if (m.FinalizedTicks != 0) _deadLetters.Enqueue(m);
+            if (m.FinalizedTicks != 0) dead.Add(m);
             else _handoff.Enqueue(m);
         }
+        // The purge walks dead letters in the order their retention ends (commit order is not that order).
+        dead.Sort(static (a, b) => a.FinalizedTicks.CompareTo(b.FinalizedTicks));
+        foreach (var m in dead) _deadLetters.Enqueue((m, m.FinalizedTicks));
         _journal.Start(WriteSnapshot);
         _log.Opened(Root, _index.Count, pending, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
@@ -218,7 +224,7 @@ public sealed class FileSpool : ISpoolStore
             using var fs = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
             var (envelope, _) = MessageFile.ReadEnvelope(fs);
             if (envelope.Id != Path.GetFileName(file) || !MessageId.TryParse(envelope.Id, out var key)) return false;
-            var m = new SpooledMessage(_gate, key, envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, SlotsFor(envelope));
+            var m = new SpooledMessage(_gate, key, QueuedSince(envelope), envelope.Priority, ++_sequence, SlotsFor(envelope));
             _index[m.Key] = m;
             _journal.Append(JournalRecords.Message(m), null);   // written once the journal starts
             _log.Rescued(m.Id);
@@ -285,6 +291,14 @@ public sealed class FileSpool : ISpoolStore
         if (MessageId.TryParse(id, out var key)) _index.Remove(key);
     }
 
+    /// <summary>
+    /// Where the message's time in the queue starts (<see cref="SpooledMessage.ArrivedAt"/>: expire and notify count
+    /// from it): its arrival, or the end of its hold when an API client's rate held it (a held message must not
+    /// expire or draw a delay notice because of its hold). The envelope keeps the real arrival (Received, DSN).
+    /// </summary>
+    private static long QueuedSince(MessageEnvelope envelope) =>
+        Math.Max(envelope.ArrivedAt.UtcTicks, envelope.NotBefore?.UtcTicks ?? 0);
+
     private Slot[] SlotsFor(MessageEnvelope envelope)
     {
         var slots = new Slot[envelope.Recipients.Count];
@@ -311,7 +325,7 @@ public sealed class FileSpool : ISpoolStore
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            m = new SpooledMessage(_gate, MessageId.Parse(incoming.Id), envelope.ArrivedAt.UtcTicks, envelope.Priority, ++_sequence, slots);
+            m = new SpooledMessage(_gate, MessageId.Parse(incoming.Id), QueuedSince(envelope), envelope.Priority, ++_sequence, slots);
             _index[m.Key] = m;
             foreach (var s in slots) PendingBox(s.Route.Queue).Value++;
             durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path), file);
@@ -468,7 +482,7 @@ public sealed class FileSpool : ISpoolStore
                 {
                     // The dead letter keeps its reasons: the state and the dead-letter mark share one group commit.
                     m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
-                    _deadLetters.Enqueue(m);
+                    _deadLetters.Enqueue((m, m.FinalizedTicks));
                     _journal.Append(JournalRecords.Update(id, changes), null);
                     durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
                 }
@@ -496,7 +510,7 @@ public sealed class FileSpool : ISpoolStore
             if (keep)
             {
                 m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
-                _deadLetters.Enqueue(m);
+                _deadLetters.Enqueue((m, m.FinalizedTicks));
                 durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
             }
             else
@@ -613,10 +627,14 @@ public sealed class FileSpool : ISpoolStore
         Task durable = Task.CompletedTask;
         lock (_gate)
         {
-            while (_deadLetters.TryPeek(out var m) && (m.Removed || m.FinalizedTicks + _options.Retention.Ticks <= now.UtcTicks))
+            while (_deadLetters.TryPeek(out var entry))
             {
+                var m = entry.Message;
+                // Gone, re-opened by the operator, or re-opened and finalized again (a newer entry stands for it).
+                var stale = m.Removed || m.FinalizedTicks != entry.FinalizedTicks;
+                if (!stale && m.FinalizedTicks + _options.Retention.Ticks > now.UtcTicks) break;
                 _deadLetters.Dequeue();
-                if (m.Removed || m.FinalizedTicks == 0) continue;   // gone, or re-opened by the operator
+                if (stale) continue;
                 Forget(m);
                 purged.Add(m.Id);
                 durable = _journal.Append(JournalRecords.Remove(m.Id), null);

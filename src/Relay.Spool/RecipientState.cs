@@ -96,6 +96,11 @@ public sealed class SpooledMessage
     /// <summary>The queue id (formatted on each call from its numeric form).</summary>
     public string Id => MessageId.Format(Key);
     internal long ArrivedTicks { get; set; }   // set again when the operator re-opens a dead letter (its queue time starts over)
+    /// <summary>
+    /// When the message's time in the queue started: expire and notify count from it. The envelope's arrival, or
+    /// later: the end of its hold (<see cref="MessageEnvelope.NotBefore"/>), or an operator's requeue of a dead
+    /// letter. The real arrival (Received, DSN Arrival-Date) is <see cref="MessageEnvelope.ArrivedAt"/>.
+    /// </summary>
     public DateTimeOffset ArrivedAt => new(ArrivedTicks, TimeSpan.Zero);
     /// <summary>RFC 6710 priority −9..9.</summary>
     public int Priority => _priority;

@@ -20,7 +20,7 @@ public sealed class RelayHost : IAsyncDisposable
 {
     private readonly ILogger _log;
     private readonly SemaphoreSlim _reloading = new(1, 1);
-    private bool _stopped;
+    private volatile bool _stopped;
     private IDeliveryAgent? _deliveryAgent;
     private TimeProvider _clock = TimeProvider.System;
     private DeliveryEventLog? _events;
@@ -103,7 +103,10 @@ public sealed class RelayHost : IAsyncDisposable
             var reports = new ObservedDeliveryReports(
                 new EventingDeliveryReports(createReports(spool, strategy), events, clock), metrics, sla, history, clock);
             scheduler = new QueueScheduler(spool, settings.Queue, agent, reports, clock,
-                loggerFactory.CreateLogger("Relay.Scheduler"));
+                loggerFactory.CreateLogger("Relay.Scheduler"))
+            {
+                Operations = events,   // requeue and cancel reach API status and webhooks
+            };
             scheduler.Start();
             inbound = new InboundServer(settings, spool, loggerFactory, new SchedulerAdmission(scheduler), clock, strategy.Classify)
             {
@@ -168,6 +171,11 @@ public sealed class RelayHost : IAsyncDisposable
         await _reloading.WaitAsync(cancellationToken);
         try
         {
+            if (_stopped)
+            {
+                _log.LogWarning("reload refused: the relay is stopping");
+                return ReloadResult.Refused([new ConfigError(Settings.SourcePath, 0, "", "the relay is stopping")]);
+            }
             var loaded = ConfigLoader.LoadFile(Settings.SourcePath);
             if (!loaded.Ok)
             {
@@ -179,8 +187,19 @@ public sealed class RelayHost : IAsyncDisposable
             var running = Settings;
             var restart = ReloadDiff.NeedsRestart(running, next);
 
+            // The scheduler learns the new schedules and queues before the strategy can hand them out; when it
+            // cannot (stopping, spool error) this throws and the strategy in force stays as it was.
+            SchedulerReload queues;
+            try
+            {
+                queues = await Scheduler.ReconfigureAsync(next.Queue);   // queued recipients, virtual queues
+            }
+            catch (Exception e) when (e is InvalidOperationException or IOException)
+            {
+                _log.LogError("reload refused: the scheduler did not take the new [queue]: {Error}; the running config is kept", e.Message);
+                return ReloadResult.Refused([new ConfigError(Settings.SourcePath, 0, "queue", "not applied: " + e.Message)]);
+            }
             Strategy.Swap(next.Queue);                                   // new recipients, from now on
-            var queues = await Scheduler.ReconfigureAsync(next.Queue);   // queued recipients, virtual queues
             Sla.SetTargets(SlaTracker.TargetsFrom(next.Queue));
             string listenerText;
             try
@@ -238,10 +257,26 @@ public sealed class RelayHost : IAsyncDisposable
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        if (_stopped) return;
-        _stopped = true;
         using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
         var token = bound?.Token ?? cancellationToken;
+        // Waits (within the shutdown bound) for a reload in progress to finish; no reload starts afterwards
+        // (ReloadAsync checks _stopped under the same lock).
+        var entered = false;
+        try
+        {
+            await _reloading.WaitAsync(token);
+            entered = true;
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested) { }
+        try
+        {
+            if (_stopped) return;
+            _stopped = true;
+        }
+        finally
+        {
+            if (entered) _reloading.Release();
+        }
         if (Admin is not null) await Admin.StopAsync(token);
         if (Api is not null) await Api.StopAsync(token);
         await Inbound.StopAsync(token);

@@ -28,6 +28,7 @@ internal static class ReloadDiff
         if (r.Started.Count > 0) parts.Add("started " + string.Join(", ", r.Started));
         if (r.Stopped.Count > 0) parts.Add("stopped " + string.Join(", ", r.Stopped) + " (open sessions finish)");
         if (r.Rebound.Count > 0) parts.Add("rebound " + string.Join(", ", r.Rebound));
+        if (r.Refused.Count > 0) parts.Add("REFUSED " + string.Join("; ", r.Refused));
         return parts.Count == 0 ? "listeners unchanged" : "listeners: " + string.Join(", ", parts);
     }
 

@@ -111,7 +111,10 @@ public sealed class Harness : IAsyncDisposable
             new Dictionary<string, VirtualQueueSettings> { [schedule.QueueName] = new(schedule.QueueName, 10, TimeSpan.FromMinutes(1), null) },
             new EventingDeliveryAgent(Agent, Log, Clock),
             new EventingDeliveryReports(Reports, Log, Clock),
-            Clock);
+            Clock)
+        {
+            Operations = Log,   // as the host wires it: requeue and cancel reach the log
+        };
     }
 
     public static ScheduleSettings Schedule(TimeSpan[] retry, TimeSpan[]? notify = null, Expiry? expiry = null) =>
