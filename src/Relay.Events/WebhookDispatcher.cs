@@ -2,6 +2,7 @@
 // signed (X-Relay-Signature: sha256=<hex HMAC-SHA256(secret, body)>); 2xx = delivered, anything else is retried
 // with capped exponential backoff (Polly), forever. A per-client cursor file (fsynced) advances only after a 2xx,
 // so events not acknowledged before a stop or crash are sent again after a restart: at-least-once delivery.
+using Relay.Spool;
 using System.Buffers.Binary;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;

@@ -1,7 +1,7 @@
 // Crc32: IEEE CRC-32 over journal records and envelopes, to tell a torn or corrupt entry from a good one.
 namespace Relay.Spool;
 
-internal static class Crc32
+public static class Crc32
 {
     private static readonly uint[] Table = BuildTable();
 

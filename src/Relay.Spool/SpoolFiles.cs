@@ -1,9 +1,10 @@
 // SpoolFiles: file-system primitives the spool's durability rests on: private modes, fsync of files and directories.
+// Public because the delivery-event log (Relay.Events) keeps its own durable files by the same rules.
 using System.Runtime.InteropServices;
 
 namespace Relay.Spool;
 
-internal static class SpoolFiles
+public static class SpoolFiles
 {
     public const UnixFileMode FileMode600 = UnixFileMode.UserRead | UnixFileMode.UserWrite;
     public const UnixFileMode DirMode700 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
