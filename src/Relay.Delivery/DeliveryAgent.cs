@@ -337,9 +337,9 @@ public sealed class DeliveryAgent : IDeliveryAgent, IAsyncDisposable
             var reply = $"{o.Code} {o.EnhancedStatus} {o.Text}";
             switch (o.Kind)
             {
-                case OutcomeKind.Delivered: _log.Sent(attempt.Request.MessageId, o.Address, relay, delay, reply); break;
-                case OutcomeKind.Temporary: _log.Deferred(attempt.Request.MessageId, o.Address, relay, delay, reply); break;
-                default: _log.Bounced(attempt.Request.MessageId, o.Address, relay, delay, reply); break;
+                case OutcomeKind.Delivered: _log.Sent(attempt.Request.MessageId, o.Address, relay, delay, o.EnhancedStatus, reply); break;
+                case OutcomeKind.Temporary: _log.Deferred(attempt.Request.MessageId, o.Address, relay, delay, o.EnhancedStatus, reply); break;
+                default: _log.Bounced(attempt.Request.MessageId, o.Address, relay, delay, o.EnhancedStatus, reply); break;
             }
         }
     }

@@ -6,14 +6,14 @@ namespace Relay.Delivery;
 
 internal static partial class DeliveryLog
 {
-    [LoggerMessage(4001, LogLevel.Information, "{MessageId}: to=<{Recipient}>, relay={Relay}, delay={Delay:0.##}, status=sent ({Reply})")]
-    public static partial void Sent(this ILogger logger, string messageId, string recipient, string relay, double delay, string reply);
+    [LoggerMessage(4001, LogLevel.Information, "{MessageId}: to=<{Recipient}>, relay={Relay}, delay={Delay:0.##}, dsn={Dsn}, status=sent ({Reply})")]
+    public static partial void Sent(this ILogger logger, string messageId, string recipient, string relay, double delay, string dsn, string reply);
 
-    [LoggerMessage(4002, LogLevel.Information, "{MessageId}: to=<{Recipient}>, relay={Relay}, delay={Delay:0.##}, status=deferred ({Reply})")]
-    public static partial void Deferred(this ILogger logger, string messageId, string recipient, string relay, double delay, string reply);
+    [LoggerMessage(4002, LogLevel.Information, "{MessageId}: to=<{Recipient}>, relay={Relay}, delay={Delay:0.##}, dsn={Dsn}, status=deferred ({Reply})")]
+    public static partial void Deferred(this ILogger logger, string messageId, string recipient, string relay, double delay, string dsn, string reply);
 
-    [LoggerMessage(4003, LogLevel.Information, "{MessageId}: to=<{Recipient}>, relay={Relay}, delay={Delay:0.##}, status=bounced ({Reply})")]
-    public static partial void Bounced(this ILogger logger, string messageId, string recipient, string relay, double delay, string reply);
+    [LoggerMessage(4003, LogLevel.Information, "{MessageId}: to=<{Recipient}>, relay={Relay}, delay={Delay:0.##}, dsn={Dsn}, status=bounced ({Reply})")]
+    public static partial void Bounced(this ILogger logger, string messageId, string recipient, string relay, double delay, string dsn, string reply);
 
     [LoggerMessage(4010, LogLevel.Debug, "{MessageId}: {Relay}: {Reason}; trying the next host")]
     public static partial void HostFailed(this ILogger logger, string messageId, string relay, string reason);

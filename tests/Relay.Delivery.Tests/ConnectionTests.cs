@@ -185,7 +185,7 @@ public sealed class ConnectionTests : IAsyncLifetime
 
         var lines = _world.Log.Lines.Where(l => l.Contains("to=<")).ToArray();
         Assert.Equal(2, lines.Length);
-        Assert.Matches(@"^M\d{4}: to=<good@remote\.test>, relay=mx\.remote\.test\[127\.0\.0\.2\]:\d+, delay=\d+(\.\d+)?, status=sent \(250 2\.0\.0 Ok: queued\)$", lines[0]);
-        Assert.Matches(@"^M\d{4}: to=<bad@remote\.test>, relay=mx\.remote\.test\[127\.0\.0\.2\]:\d+, delay=\d+(\.\d+)?, status=bounced \(550 5\.1\.1 no such user \(in reply to RCPT TO command\)\)$", lines[1]);
+        Assert.Matches(@"^M\d{4}: to=<good@remote\.test>, relay=mx\.remote\.test\[127\.0\.0\.2\]:\d+, delay=\d+(\.\d+)?, dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued\)$", lines[0]);
+        Assert.Matches(@"^M\d{4}: to=<bad@remote\.test>, relay=mx\.remote\.test\[127\.0\.0\.2\]:\d+, delay=\d+(\.\d+)?, dsn=5\.1\.1, status=bounced \(550 5\.1\.1 no such user \(in reply to RCPT TO command\)\)$", lines[1]);
     }
 }

@@ -99,7 +99,7 @@ public sealed partial class ServeProcessTests(ITestOutputHelper output) : IAsync
                 .Select(e => e.GetProperty("Message").GetString()!).ToList();
             Assert.Contains(withId, m => m.Contains("from=<app@origin.test>") && m.Contains("nrcpt=1") && m.Contains("priority=0") && m.Contains("schedule=default"));
             Assert.Contains(withId, m => m.Contains("to=<user@remote.test>") && m.Contains("relay=mx.remote.test[127.0.0.2]:") && m.Contains("delay=")
-                                         && m.Contains("status=sent") && m.Contains("2.0.0"));
+                                         && m.Contains("dsn=2.0.0, status=sent"));
             Assert.Contains(entries, e => e.GetProperty("Message").GetString() == "stopped");
             Assert.Single(sink.Messages);
         }
