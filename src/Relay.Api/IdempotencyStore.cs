@@ -5,10 +5,13 @@
 // still running waits for it and gets its answer. The only gap: a crash after the message commit and before
 // this record's fsync forgets the key, so the client's retry queues the message again (at least once, never lost).
 // The file is compacted at start and whenever it grows past a threshold while running (live keys rewritten to a
-// temporary file, fsynced, renamed over the log), so a busy API's log stays about the size of one window's keys.
+// temporary file, fsynced, renamed over the log, directory fsynced), so a busy API's log stays about the size of
+// one window's keys. The temporary file's handle is the one appended to after the rename: nothing is reopened, so
+// no failure after the rename can leave appends going to the unlinked old file.
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Relay.Spool;
 
 namespace Relay.Api;
 
@@ -49,6 +52,8 @@ internal sealed class IdempotencyStore : IAsyncDisposable
     private readonly string _path;
     private readonly long _compactAt;
     private FileStream _file;
+    // A compaction renamed a file in the directory and the directory is not fsynced yet: done before the next ack.
+    private bool _directoryDirty;
     private long _nextCompact;
     // Every entry written to the log (owned by the flush loop): what a compaction rewrites, less the expired.
     private readonly Dictionary<(string, string), Entry> _written = [];
@@ -87,8 +92,14 @@ internal sealed class IdempotencyStore : IAsyncDisposable
                 else dropped++;
             }
         }
-        if (dropped > 0) Rewrite(path, live);
-        var file = new FileStream(path, PrivateFile(FileMode.Append));
+        FileStream file;
+        if (dropped > 0)
+        {
+            file = Rewrite(path, live);
+            try { SpoolFiles.SyncDirectory(directory); }
+            catch { file.Dispose(); throw; }
+        }
+        else file = new FileStream(path, PrivateFile(FileMode.Append));
         var store = new IdempotencyStore(path, file, compactAt, window, clock, log);
         foreach (var e in live)
         {
@@ -98,17 +109,32 @@ internal sealed class IdempotencyStore : IAsyncDisposable
         return store;
     }
 
-    /// <summary>Writes <paramref name="entries"/> to a temporary file, fsyncs it and renames it over <paramref name="path"/>.</summary>
-    private static void Rewrite(string path, IEnumerable<Entry> entries)
+    /// <summary>
+    /// Writes <paramref name="entries"/> to a temporary file, fsyncs it and renames it over <paramref name="path"/>;
+    /// returns the temporary file's handle, positioned at its end, which is now the log (the caller fsyncs the
+    /// directory). Throws (and leaves the old log in place) only when the rename did not happen.
+    /// </summary>
+    private static FileStream Rewrite(string path, IEnumerable<Entry> entries)
     {
         var temp = path + ".tmp";
-        using (var t = new FileStream(temp, PrivateFile(FileMode.Create)))
+        var t = new FileStream(temp, PrivateFile(FileMode.Create));
+        try
         {
             foreach (var e in entries) t.Write(Line(e));
             t.Flush(true);
+            File.Move(temp, path, overwrite: true);
         }
-        File.Move(temp, path, overwrite: true);
+        catch
+        {
+            t.Dispose();
+            try { File.Delete(temp); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            throw;
+        }
+        return t;
     }
+
+    /// <summary>fsync of the log's directory (a test replaces it to inject a failure after a compaction's rename).</summary>
+    internal Action<string> SyncDirectory { get; set; } = SpoolFiles.SyncDirectory;
 
     /// <summary>Current size of the log file (tests, diagnostics).</summary>
     internal long FileLength => _file.Length;
@@ -218,6 +244,12 @@ internal sealed class IdempotencyStore : IAsyncDisposable
                 _file.Flush(flushToDisk: true);
                 foreach (var (entry, _) in batch) _written[(entry.Client, entry.Key)] = entry;
                 if (_file.Length >= _nextCompact) Compact();
+                if (_directoryDirty)
+                {
+                    // Until the rename is durable a crash could bring back the old log without these lines.
+                    SyncDirectory(Path.GetDirectoryName(_path)!);
+                    _directoryDirty = false;
+                }
                 foreach (var (_, done) in batch) done.TrySetResult();
             }
             catch (Exception e)
@@ -229,7 +261,9 @@ internal sealed class IdempotencyStore : IAsyncDisposable
 
     /// <summary>
     /// Rewrites the log with the keys still inside the window (runs on the flush loop, so nothing appends meanwhile).
-    /// A failure leaves the old log in use: it only grows, nothing is lost.
+    /// A failure before the rename leaves the old log in use: it only grows, nothing is lost. Once renamed, the new
+    /// file's handle is the log at once; the directory fsync follows in the flush loop (retried until it succeeds,
+    /// and no append is acknowledged before it).
     /// </summary>
     private void Compact()
     {
@@ -238,8 +272,7 @@ internal sealed class IdempotencyStore : IAsyncDisposable
         FileStream next;
         try
         {
-            Rewrite(_path, _written.Values);
-            next = new FileStream(_path, PrivateFile(FileMode.Append));
+            next = Rewrite(_path, _written.Values);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -249,6 +282,7 @@ internal sealed class IdempotencyStore : IAsyncDisposable
         }
         var old = _file;
         _file = next;
+        _directoryDirty = true;
         old.Dispose();
         _nextCompact = Math.Max(_compactAt, next.Length * 2);
         _log.IdempotencyCompacted(_path, _written.Count);

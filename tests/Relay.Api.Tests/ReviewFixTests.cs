@@ -167,6 +167,45 @@ public sealed class ReviewFixTests
         finally { dir.Delete(true); }
     }
 
+    [Fact]
+    public async Task A_compaction_fsyncs_the_directory_and_a_failure_after_its_rename_still_appends_to_the_renamed_file()
+    {
+        var dir = Directory.CreateTempSubdirectory("relay-idem-");
+        try
+        {
+            var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-11-23T12:00:00Z"));
+            var window = TimeSpan.FromHours(1);
+            var path = Path.Combine(dir.FullName, IdempotencyStore.FileName);
+            async Task AddAsync(IdempotencyStore store, string key)
+            {
+                Assert.IsType<IdempotencyStore.Reservation.Owner>(store.Reserve("app", key, "hash-" + key));
+                await store.CompleteAsync(new IdempotencyStore.Entry("app", key, "hash-" + key, "id-" + key, 1, clock.GetUtcNow(), null),
+                    ApiOutcome.Accepted("id-" + key, 1, null));
+            }
+
+            var store = IdempotencyStore.Open(dir.FullName, window, clock, NullLogger.Instance, compactAt: 4096);
+            var syncs = new List<string>();
+            // The first directory fsync after the rename fails (fault injection): the renamed file must stay the log.
+            store.SyncDirectory = d => { syncs.Add(d); if (syncs.Count == 1) throw new IOException("injected fsync failure"); };
+            for (var i = 0; i < 20; i++) await AddAsync(store, $"old-{i}");
+            Assert.Empty(syncs);                                              // no compaction yet, no directory fsync
+            clock.Advance(window + TimeSpan.FromMinutes(1));
+            for (var i = 0; i < 20; i++) await AddAsync(store, $"new-{i}");  // passes 4KB: compaction, then the failing fsync
+            Assert.True(store.FileLength < 4096, $"{store.FileLength} bytes after compaction");
+            Assert.True(syncs.Count >= 2, $"{syncs.Count} directory fsync(s): the failed one is retried on the next append");
+            Assert.All(syncs, d => Assert.Equal(dir.FullName, d));
+            await AddAsync(store, "after");
+            Assert.Contains("\"after\"", await ReadSharedAsync(path));      // written to the file now at the log's path
+            await store.DisposeAsync();
+
+            var reopened = IdempotencyStore.Open(dir.FullName, window, clock, NullLogger.Instance, compactAt: 4096);
+            foreach (var key in new[] { "new-0", "new-19", "after" })
+                Assert.Equal("id-" + key, Assert.IsType<IdempotencyStore.Reservation.Replay>(reopened.Reserve("app", key, "hash-" + key)).Entry.Id);
+            await reopened.DisposeAsync();
+        }
+        finally { dir.Delete(true); }
+    }
+
     private static async Task<string> ReadSharedAsync(string path)
     {
         await using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
