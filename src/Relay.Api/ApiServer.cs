@@ -387,15 +387,9 @@ public sealed class ApiServer : IAsyncDisposable
     private async ValueTask<MessageStatusView?> FromSpoolAsync(string id, CancellationToken cancellationToken)
     {
         if (_spool is not ISpoolStore store || !IsMessageId(id) || store.Find(id) is not { } message) return null;
-        MessageEnvelope envelope;
-        try
-        {
-            envelope = await store.ReadEnvelopeAsync(id, cancellationToken);
-        }
-        catch (IOException)
-        {
-            return null;   // removed meanwhile, or unreadable
-        }
+        // A read-only view: an unreadable file (or a transient error such as EMFILE) must not quarantine queued
+        // mail, so this read never does; the scheduler decides when it needs the message.
+        if (await store.TryReadEnvelopeAsync(id, cancellationToken) is not { } envelope) return null;   // removed meanwhile, or unreadable
         if (envelope.Source != SubmissionService.Source || envelope.AuthenticatedAs is not { } client) return null;
         var recipients = new List<RecipientStatusView>(envelope.Recipients.Count);
         for (var i = 0; i < envelope.Recipients.Count && i < message.RecipientCount; i++)

@@ -403,6 +403,20 @@ public sealed class FileSpool : ISpoolStore
         return file.Envelope;
     }
 
+    public ValueTask<MessageEnvelope?> TryReadEnvelopeAsync(string id, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        try
+        {
+            using var file = OpenUnchecked(id);
+            return ValueTask.FromResult<MessageEnvelope?>(file.Envelope);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return ValueTask.FromResult<MessageEnvelope?>(null);
+        }
+    }
+
     public async ValueTask<Stream> OpenContentAsync(string id, CancellationToken cancellationToken)
     {
         var file = await OpenCheckedAsync(id, cancellationToken);
@@ -414,20 +428,32 @@ public sealed class FileSpool : ISpoolStore
         public void Dispose() => Stream.Dispose();
     }
 
-    private async ValueTask<CheckedFile> OpenCheckedAsync(string id, CancellationToken cancellationToken)
+    /// <summary>Opens the message file and reads its envelope; throws on any problem, quarantines nothing.</summary>
+    private CheckedFile OpenUnchecked(string id)
     {
         var path = PathOf(id);
-        FileStream? fs = null;
+        var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.Asynchronous);
         try
         {
-            fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.Asynchronous);
             var (envelope, bodyLength) = MessageFile.ReadEnvelope(fs);
             if (envelope.Id != id) throw new SpoolCorruptException($"{path}: envelope names {envelope.Id}");
             return new CheckedFile(fs, envelope, bodyLength);
         }
+        catch
+        {
+            fs.Dispose();
+            throw;
+        }
+    }
+
+    private async ValueTask<CheckedFile> OpenCheckedAsync(string id, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return OpenUnchecked(id);
+        }
         catch (Exception e) when (e is IOException and not SpoolCorruptException || e is SpoolCorruptException || e is UnauthorizedAccessException)
         {
-            fs?.Dispose();
             var reason = e is FileNotFoundException or DirectoryNotFoundException ? "message file missing" : e.Message;
             await QuarantineAsync(id, reason, cancellationToken);
             throw e as SpoolCorruptException ?? new SpoolCorruptException($"{id}: {reason}", e);

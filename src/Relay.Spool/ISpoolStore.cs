@@ -36,6 +36,13 @@ public interface ISpoolStore : IMessageSpool, IAsyncDisposable
     /// <exception cref="SpoolCorruptException">The stored entry is unreadable; it has been quarantined.</exception>
     ValueTask<MessageEnvelope> ReadEnvelopeAsync(string id, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The envelope as committed, for read-only views (status queries): never quarantines. Null when the message
+    /// file is missing or cannot be read now (damaged, or a transient error such as too many open files); the
+    /// stage that needs the message (the scheduler's <see cref="ReadEnvelopeAsync"/>) decides about quarantine.
+    /// </summary>
+    ValueTask<MessageEnvelope?> TryReadEnvelopeAsync(string id, CancellationToken cancellationToken);
+
     /// <summary>The message bytes exactly as received (read-only, caller disposes).</summary>
     /// <exception cref="SpoolCorruptException">The stored entry is unreadable; it has been quarantined.</exception>
     ValueTask<Stream> OpenContentAsync(string id, CancellationToken cancellationToken);

@@ -233,6 +233,29 @@ public sealed class ReviewFixTests
     }
 
     [Fact]
+    public async Task A_status_request_for_an_unreadable_message_file_never_quarantines_it()
+    {
+        await using var h = await ApiHarness.StartAsync();
+        h.Events.FailAccepted = true;   // the status is answered from the spool's file
+        var id = await h.SubmitAsync(Message);
+        var file = Path.Combine(h.Settings.Spool.Path, "msg", id[^1].ToString(), id);
+        var bytes = await File.ReadAllBytesAsync(file);
+        await File.WriteAllBytesAsync(file, bytes[..10]);   // unreadable for now (a stand-in for EMFILE and the like)
+
+        using var unreadable = await h.SendAsync(HttpMethod.Get, $"/api/v1/messages/{id}", ApiHarness.AppToken);
+        Assert.Equal(HttpStatusCode.NotFound, unreadable.StatusCode);
+        Assert.NotNull(h.Spool.Find(id));                  // still queued: a read-only view quarantines nothing
+        Assert.True(File.Exists(file));
+        var quarantine = Path.Combine(h.Settings.Spool.Path, "quarantine");
+        Assert.False(Directory.Exists(quarantine) && Directory.EnumerateFileSystemEntries(quarantine).Any());
+
+        await File.WriteAllBytesAsync(file, bytes);         // the problem goes away: the status is back
+        using var readable = await h.SendAsync(HttpMethod.Get, $"/api/v1/messages/{id}", ApiHarness.AppToken);
+        Assert.Equal(HttpStatusCode.OK, readable.StatusCode);
+        Assert.Equal(id, (await ApiHarness.JsonAsync(readable))["id"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task A_503_for_a_full_queue_does_not_use_up_a_rate_slot()
     {
         var room = false;

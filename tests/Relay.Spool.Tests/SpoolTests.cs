@@ -107,6 +107,25 @@ public sealed class SpoolTests : IDisposable
     }
 
     [Fact]
+    public async Task TryReadEnvelope_never_quarantines_an_unreadable_or_missing_file()
+    {
+        await using var spool = Open();
+        var bad = await Commit(spool, "a@x.test");
+        var good = await Commit(spool, "b@x.test");
+        var path = Path.Combine(Root, "msg", bad[^1].ToString(), bad);
+        using (var fs = new FileStream(path, FileMode.Open)) fs.SetLength(fs.Length - 10);
+
+        Assert.Null(await spool.TryReadEnvelopeAsync(bad, default));
+        Assert.NotNull(spool.Find(bad));
+        Assert.True(File.Exists(path));
+        Assert.False(File.Exists(Path.Combine(Root, "quarantine", bad)));
+        File.Move(path, path + ".away");
+        Assert.Null(await spool.TryReadEnvelopeAsync(bad, default));
+        Assert.NotNull(spool.Find(bad));
+        Assert.Equal(good, (await spool.TryReadEnvelopeAsync(good, default))!.Id);
+    }
+
+    [Fact]
     public async Task Truncated_message_file_is_quarantined_and_the_others_stay_readable()
     {
         await using var spool = Open();
