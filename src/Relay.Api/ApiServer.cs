@@ -46,7 +46,12 @@ public sealed class ApiServer : IAsyncDisposable
     private readonly TimeProvider _clock;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _log;
-    private ClientRate _unknownTokens;
+    // Unknown-token budgets, one per remote address (an IPv6 client's /64), so one address's flood of random
+    // tokens cannot lock valid clients elsewhere out. Bounded: idle budgets (full again) are dropped when the
+    // table is full; if it is still full, new addresses share one overflow budget.
+    private readonly ConcurrentDictionary<string, ClientRate> _unknownTokens = new(StringComparer.Ordinal);
+    private ClientRate? _unknownOverflow;
+    internal const int UnknownTokenAddresses = 1024;
     private long _costlyVerifications;
     private IdempotencyStore? _idempotency;
     private SubmissionService? _submissions;
@@ -67,19 +72,15 @@ public sealed class ApiServer : IAsyncDisposable
         _loggerFactory = loggerFactory;
         _log = loggerFactory.CreateLogger("Relay.Api");
         _live = LiveApi.Create(settings, null);
-        _unknownTokens = new ClientRate(UnknownTokenRate);
     }
 
     /// <summary>
     /// How many tokens that are in neither token cache may be checked against a hashed (<c>pbkdf2-sha256:</c>)
     /// client secret: a burst of <c>count</c>, then <c>count</c> per window. Beyond it an unknown token is answered
-    /// 429 without deriving anything, so random tokens cannot turn the API into a PBKDF2 furnace. Default 20/1s.
+    /// 429 without deriving anything, so random tokens cannot turn the API into a PBKDF2 furnace. Default 20/1s,
+    /// per remote address (IPv6: per /64).
     /// </summary>
-    public ApiRate UnknownTokenRate
-    {
-        get;
-        init { field = value; _unknownTokens = new ClientRate(value); }
-    } = new(20, TimeSpan.FromSeconds(1));
+    public ApiRate UnknownTokenRate { get; init; } = new(20, TimeSpan.FromSeconds(1));
 
     /// <summary>PBKDF2 derivations done for authentication so far (tests, diagnostics).</summary>
     internal long CostlyVerifications => Interlocked.Read(ref _costlyVerifications);
@@ -87,8 +88,9 @@ public sealed class ApiServer : IAsyncDisposable
     /// <summary>
     /// Applies a reloaded <c>[api]</c>/<c>[templates]</c>: clients (tokens, allowed senders, priorities, rates,
     /// sizes), the templates folder, <c>max-batch</c> and <c>max-batch-size</c> take effect for the next request;
-    /// the token caches are dropped with the old client table, so a removed or changed token is refused at once.
-    /// A client whose rate is unchanged keeps its rate state. <c>bind</c>, <c>idempotency-window</c> and webhooks
+    /// the token caches are dropped with the old client table, so a removed or changed token is refused at once,
+    /// except the verified tokens of clients whose name and token are unchanged (a valid PBKDF2 client is not
+    /// derived, nor budgeted, again). A client whose rate is unchanged keeps its rate state. <c>bind</c>, <c>idempotency-window</c> and webhooks
     /// are not applied here (restart).
     /// </summary>
     public void Reconfigure(ApiSettings settings)
@@ -172,7 +174,7 @@ public sealed class ApiServer : IAsyncDisposable
         var path = context.Request.Path;
         if (!path.Equals("/api/v1/openapi.json", StringComparison.Ordinal))
         {
-            var client = Authenticate(context.Request.Headers.Authorization.ToString(), out var throttled);
+            var client = Authenticate(context.Request.Headers.Authorization.ToString(), context.Connection.RemoteIpAddress, out var throttled);
             if (throttled)
             {
                 _log.Unauthorized(context.Request.Method, path, context.Connection.RemoteIpAddress?.ToString());
@@ -208,9 +210,9 @@ public sealed class ApiServer : IAsyncDisposable
     /// depends only on the client table, so both outcomes are cached by the token's SHA-256 for as long as that
     /// table is in force: a PBKDF2 secret is derived once per token, and a wrong token that comes back costs a
     /// hash. New unknown tokens against a table with PBKDF2 secrets are limited by <see cref="UnknownTokenRate"/>
-    /// (<paramref name="throttled"/>).
+    /// per remote address (<paramref name="throttled"/>).
     /// </summary>
-    private ApiClientSettings? Authenticate(string authorization, out bool throttled)
+    private ApiClientSettings? Authenticate(string authorization, IPAddress? remote, out bool throttled)
     {
         const string Bearer = "Bearer ";
         throttled = false;
@@ -228,7 +230,8 @@ public sealed class ApiServer : IAsyncDisposable
             if (!IsCostly(client.Token) && SecretVerifier.Verify(client.Token, token) && found is null) found = client;
         if (found is null && live.Costly > 0)
         {
-            if (!_unknownTokens.TryTake(_clock.GetUtcNow(), out _)) { throttled = true; return null; }
+            var now = _clock.GetUtcNow();
+            if (!UnknownTokenBudget(remote, now).TryTake(now, out _)) { throttled = true; return null; }
             Interlocked.Add(ref _costlyVerifications, live.Costly);
             foreach (var client in live.Settings.Clients.Values)
                 if (IsCostly(client.Token) && SecretVerifier.Verify(client.Token, token) && found is null) found = client;
@@ -237,6 +240,29 @@ public sealed class ApiServer : IAsyncDisposable
         if (cache.Count >= LiveApi.CacheLimit) cache.Clear();   // bounded; the next lookups just verify again
         cache[digest] = found;
         return found;
+    }
+
+    private ClientRate UnknownTokenBudget(IPAddress? remote, DateTimeOffset now)
+    {
+        var key = AddressKey(remote);
+        if (_unknownTokens.TryGetValue(key, out var budget)) return budget;
+        if (_unknownTokens.Count >= UnknownTokenAddresses)
+        {
+            foreach (var (k, b) in _unknownTokens)
+                if (b.IsIdle(now)) _unknownTokens.TryRemove(k, out _);
+            if (_unknownTokens.Count >= UnknownTokenAddresses)
+                return LazyInitializer.EnsureInitialized(ref _unknownOverflow, () => new ClientRate(UnknownTokenRate));
+        }
+        return _unknownTokens.GetOrAdd(key, _ => new ClientRate(UnknownTokenRate));
+    }
+
+    /// <summary>The budget's key: an IPv4 address (also when mapped into IPv6), or an IPv6 address's /64.</summary>
+    internal static string AddressKey(IPAddress? remote)
+    {
+        if (remote is null) return "";
+        if (remote.IsIPv4MappedToIPv6) remote = remote.MapToIPv4();
+        if (remote.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6) return remote.ToString();
+        return Convert.ToHexString(remote.GetAddressBytes(), 0, 8) + "/64";
     }
 
     internal static bool IsCostly(string secret) => secret.StartsWith("pbkdf2-sha256:", StringComparison.Ordinal);
@@ -517,6 +543,13 @@ internal sealed class LiveApi
         }
         var templates = previous is not null && previous.Settings.TemplatesPath == settings.TemplatesPath
             ? previous.Templates : new TemplateStore(settings.TemplatesPath);
-        return new LiveApi(settings, rates, templates);
+        var live = new LiveApi(settings, rates, templates);
+        // A verified token stays verified for a client whose name and token did not change (now mapped to its new
+        // settings): a reload of templates or rates must not make every PBKDF2 client derive, and be budgeted, again.
+        if (previous is not null)
+            foreach (var (digest, was) in previous.Verified)
+                if (was is not null && settings.Clients.TryGetValue(was.Name, out var now) && now.Token == was.Token)
+                    live.Verified[digest] = now;
+        return live;
     }
 }

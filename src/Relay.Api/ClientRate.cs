@@ -37,6 +37,12 @@ internal sealed class ClientRate(ApiRate rate)
         }
     }
 
+    /// <summary>Whether the whole burst is available again (forgetting this state would change nothing).</summary>
+    public bool IsIdle(DateTimeOffset now)
+    {
+        lock (_gate) return _theoreticalArrival <= now.UtcTicks;
+    }
+
     /// <summary>Takes a slot only if one is free now; otherwise says how long until one is.</summary>
     public bool TryTake(DateTimeOffset now, out TimeSpan retryAfter)
     {

@@ -72,6 +72,48 @@ public sealed class ReviewFixTests
     }
 
     [Fact]
+    public async Task A_reload_keeps_verified_pbkdf2_tokens_and_the_unknown_token_budget_is_per_address()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-11-23T12:00:00Z"));
+        await using var h = await ApiHarness.StartAsync($$"""
+            [api.client.slow]
+            token = "{{SecretVerifier.Hash("slow-token", 1000)}}"
+            [api.client.slow2]
+            token = "{{SecretVerifier.Hash("slow2-token", 1000)}}"
+            """, clock);
+        using (var first = await TemplatesAsync(h, "slow-token")) Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var derived = h.Server.CostlyVerifications;
+
+        h.Server.Reconfigure(h.Settings.Api with { MaxBatch = 7 });     // nothing about the clients changed
+        for (var i = 0; i < h.Server.UnknownTokenRate.Count + 1; i++)   // 127.0.0.1 spends its whole budget
+            using (var r = await TemplatesAsync(h, $"guess-{i}")) Assert.NotEqual(HttpStatusCode.OK, r.StatusCode);
+        using (var throttled = await TemplatesAsync(h, "slow2-token")) Assert.Equal(HttpStatusCode.TooManyRequests, throttled.StatusCode);
+        var spent = h.Server.CostlyVerifications;
+        Assert.Equal(derived + (h.Server.UnknownTokenRate.Count - 1) * 2, spent);   // the first token took a slot too
+
+        // The token verified before the reload is still known: no derivation, no budget needed.
+        using (var kept = await TemplatesAsync(h, "slow-token")) Assert.Equal(HttpStatusCode.OK, kept.StatusCode);
+        Assert.Equal(spent, h.Server.CostlyVerifications);
+
+        // Another address has its own budget.
+        using var other = new HttpClient(new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                socket.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.2"), 0));
+                await socket.ConnectAsync(context.DnsEndPoint, ct);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        });
+        using var request = new HttpRequestMessage(HttpMethod.Get, h.Url("/api/v1/templates"));
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "slow2-token");
+        using (var elsewhere = await other.SendAsync(request)) Assert.Equal(HttpStatusCode.OK, elsewhere.StatusCode);
+        Assert.Equal(["127.0.0.1", "127.0.0.2", "20010DB800000001/64"],
+            new[] { IPAddress.Parse("::ffff:127.0.0.1"), IPAddress.Parse("127.0.0.2"), IPAddress.Parse("2001:db8:0:1::5") }.Select(ApiServer.AddressKey));
+    }
+
+    [Fact]
     public async Task A_batch_over_max_batch_size_is_413_and_queues_nothing()
     {
         await using var h = await ApiHarness.StartAsync(api: "max-batch-size = \"2KB\"");
