@@ -94,9 +94,10 @@ internal static class ReloadDiff
             ["bind"] = a.Bind?.ToString() ?? "",
             ["idempotency-window"] = a.IdempotencyWindow.ToString(),
         };
-        foreach (var c in a.Clients.Values)
+        // Only clients with a webhook: adding or removing a client without one is applied live, not a restart.
+        foreach (var c in a.Clients.Values.Where(c => c.Webhook is not null))
         {
-            keys[$"client.{c.Name}.webhook"] = c.Webhook?.ToString() ?? "";
+            keys[$"client.{c.Name}.webhook"] = c.Webhook!.ToString();
             keys[$"client.{c.Name}.webhook-secret"] = Hash(c.WebhookSecret);
         }
         return keys;

@@ -101,4 +101,23 @@ public sealed class ReloadTests : IAsyncLifetime
         Assert.DoesNotContain("needs restart", result.Summary);
         Assert.Equal(HttpStatusCode.OK, await TemplatesAsync("shop-token"));
     }
+
+    [Fact]
+    public async Task Adding_and_removing_clients_without_webhooks_does_not_need_a_restart()
+    {
+        await File.WriteAllTextAsync(ConfigPath, Toml("""
+            [api.client.crm]
+            token = "crm-token"
+            [api.client.billing]
+            token = "billing-token"
+            """));
+        var result = await _host.ReloadAsync(CancellationToken.None);
+
+        Assert.True(result.Ok, string.Join("\n", result.Errors));
+        Assert.Contains("[api] clients and [templates] applied", result.Summary);
+        Assert.DoesNotContain("needs restart", result.Summary);
+        Assert.DoesNotContain("webhook", result.Summary);
+        Assert.Equal(HttpStatusCode.Unauthorized, await TemplatesAsync("shop-token"));
+        Assert.Equal(HttpStatusCode.OK, await TemplatesAsync("billing-token"));
+    }
 }
