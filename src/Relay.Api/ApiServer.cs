@@ -90,7 +90,7 @@ public sealed class ApiServer : IAsyncDisposable
     /// sizes), the templates folder, <c>max-batch</c> and <c>max-batch-size</c> take effect for the next request;
     /// the token caches are dropped with the old client table, so a removed or changed token is refused at once,
     /// except the verified tokens of clients whose name and token are unchanged (a valid PBKDF2 client is not
-    /// derived, nor budgeted, again). A client whose rate is unchanged keeps its rate state. <c>bind</c>, <c>idempotency-window</c> and webhooks
+    /// derived, nor budgeted, again). A client whose rate and rate-policy are unchanged keeps its rate state. <c>bind</c>, <c>idempotency-window</c> and webhooks
     /// are not applied here (restart).
     /// </summary>
     public void Reconfigure(ApiSettings settings)
@@ -531,7 +531,7 @@ internal sealed class LiveApi
     /// <summary>SHA-256 of tokens that matched no client (value null).</summary>
     public ConcurrentDictionary<string, ApiClientSettings?> Failed { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>A new table; a client whose rate did not change keeps its slots, an unchanged templates folder its cache.</summary>
+    /// <summary>A new table; a client whose rate and rate policy did not change keeps its slots, an unchanged templates folder its cache.</summary>
     public static LiveApi Create(ApiSettings settings, LiveApi? previous)
     {
         var rates = new Dictionary<string, ClientRate>(StringComparer.Ordinal);
@@ -539,6 +539,7 @@ internal sealed class LiveApi
         {
             rates[c.Name] = previous is not null && previous.Rates.TryGetValue(c.Name, out var old)
                             && previous.Settings.Clients.TryGetValue(c.Name, out var was) && was.Rate == c.Rate
+                            && was.RatePolicy == c.RatePolicy   // hold's far-future slots must not become reject's 429s
                 ? old : new ClientRate(c.Rate!);
         }
         var templates = previous is not null && previous.Settings.TemplatesPath == settings.TemplatesPath

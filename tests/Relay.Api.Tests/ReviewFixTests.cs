@@ -114,6 +114,25 @@ public sealed class ReviewFixTests
     }
 
     [Fact]
+    public async Task Changing_a_clients_rate_policy_from_hold_to_reject_starts_its_rate_afresh()
+    {
+        await using var h = await ApiHarness.StartAsync("""
+            [api.client.held]
+            token = "held-token"
+            rate = "1/1h"
+            """);
+        for (var i = 0; i < 4; i++) await h.SubmitAsync(Message, "held-token");   // held: slots run 3 hours ahead
+        var held = h.Settings.Api.Clients["held"];
+        var clients = h.Settings.Api.Clients.Values.ToDictionary(c => c.Name);
+        clients["held"] = held with { RatePolicy = ApiRatePolicy.Reject };
+        h.Server.Reconfigure(h.Settings.Api with { Clients = clients });
+
+        await h.SubmitAsync(Message, "held-token");                               // a fresh slot, not a 429 for 3 hours
+        using var second = await h.PostAsync(Message, "held-token");
+        Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);          // and the new policy applies
+    }
+
+    [Fact]
     public async Task A_batch_over_max_batch_size_is_413_and_queues_nothing()
     {
         await using var h = await ApiHarness.StartAsync(api: "max-batch-size = \"2KB\"");
