@@ -299,6 +299,12 @@ public sealed partial class QueueScheduler
         OnLoop<ControlResult>(done =>
         {
             if (_spool.Find(messageId) is not { } job) { done.TrySetResult(new ControlResult(ControlOutcome.NotFound, 0)); return; }
+            if (job.Cancelled)
+            {
+                // A second cancel would see the in-flight recipients as no longer busy (the job is gone) and bounce them.
+                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "the message is already being cancelled"));
+                return;
+            }
             var snapshot = job.Snapshot();
             var pending = Enumerable.Range(0, snapshot.Recipients.Count)
                 .Where(i => snapshot.Recipients[i].Status == RecipientStatus.Pending).ToList();

@@ -113,9 +113,37 @@ public sealed class ReviewFixTests
         Assert.Single(h.Reports.Final);   // the in-flight outcome is dropped, not reported after the cancel
     }
 
+    // Review 2, finding 3: a second cancel while the first is still at work must not bounce the recipient in flight.
+    [Fact]
+    public async Task A_second_cancel_while_the_first_is_running_does_nothing()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 2)]);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        h.Agent.Hold = (req, ct) => req.Domain == "x.test" ? release.Task.WaitAsync(ct) : Task.CompletedTask;
+        h.Agent.Answer = (req, r) => req.Domain == "x.test"
+            ? RecipientOutcome.Delivered(r.Address, "mx.x.test")
+            : RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.y.test");
+        var observer = new RecordingObserver { Gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        h.Scheduler.Operations = observer;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1, "a@x.test in flight, b@y.test deferred");
+
+        var first = h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None);   // held in the observer
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the first cancel at work");
+        var second = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
+        Assert.Equal(ControlOutcome.NothingToDo, second.Outcome);
+        observer.Gate!.SetResult();
+        Assert.Equal(ControlOutcome.Done, (await first).Outcome);
+        release.SetResult();
+        await h.IdleAsync();
+        Assert.Empty(h.Reports.Final);   // nobody was bounced
+    }
+
     private sealed class RecordingObserver : IQueueOperationsObserver
     {
         public List<(string Id, string What, int Index)> Calls { get; } = [];
+        public TaskCompletionSource? Gate { get; init; }
 
         public ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
         {
@@ -126,7 +154,7 @@ public sealed class ReviewFixTests
         public ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
         {
             lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "cancelled", i)));
-            return ValueTask.CompletedTask;
+            return Gate is null ? ValueTask.CompletedTask : new ValueTask(Gate.Task.WaitAsync(ct));
         }
     }
 
