@@ -308,12 +308,14 @@ public sealed partial class QueueScheduler
             var snapshot = job.Snapshot();
             var pending = Enumerable.Range(0, snapshot.Recipients.Count)
                 .Where(i => snapshot.Recipients[i].Status == RecipientStatus.Pending).ToList();
-            // A recipient being delivered right now is not bounced: its attempt may already have reported an outcome
-            // (report first, then settle), and a failure DSN after a success DSN would be a lie. Its outcome is dropped.
-            var bounced = job.Scheduled && !job.Gone ? pending.Where(i => !job.BusyOf(i)).ToList() : pending;
+            // A recipient being delivered right now is neither bounced nor marked cancelled: its attempt may already
+            // have reported an outcome (report first, then settle), and a failure after a success would be a lie.
+            // When the attempt ends, its real outcome goes to the observer (LiveReports, InFlightCancelled).
+            var waiting = job.Scheduled && !job.Gone ? pending.Where(i => !job.BusyOf(i)).ToList() : pending;
+            var bounced = bounce ? waiting : [];
             // Out of the scheduler now: heap and timer entries are skipped, a delivery in flight finishes but its
-            // outcome is neither reported (LiveReports) nor applied (Release ignores a gone job; the spool ignores
-            // updates of a removed id).
+            // outcome is neither reported to the DSN stage (LiveReports) nor applied (Release ignores a gone job; the
+            // spool ignores updates of a removed id).
             if (job is { Scheduled: true, Gone: false }) _jobCount--;
             job.Scheduled = true;   // not taken again by Ingest if it was still waiting to be handed over
             job.Gone = true;
@@ -322,8 +324,8 @@ public sealed partial class QueueScheduler
             {
                 try
                 {
-                    // Recipients no failure report will cover: every pending one without a bounce, else those in flight.
-                    var unreported = bounce ? pending.Except(bounced).ToList() : pending;
+                    // Recipients no failure report will cover: every waiting one without a bounce.
+                    var unreported = bounce ? [] : waiting;
                     if (Operations is { } observer && unreported.Count > 0)
                     {
                         var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
@@ -383,13 +385,45 @@ public sealed partial class QueueScheduler
     private sealed class LiveReports(IDeliveryReports inner, QueueScheduler owner) : IDeliveryReports
     {
         public ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken) =>
-            owner.IsCancelled(report.MessageId) ? ValueTask.CompletedTask : inner.RecipientsFinalAsync(report, cancellationToken);
+            !owner.IsCancelled(report.MessageId) ? inner.RecipientsFinalAsync(report, cancellationToken)
+            : owner.Operations is { } observer ? owner.TellCancelledOutcomesAsync(observer, report, cancellationToken)
+            : ValueTask.CompletedTask;
 
         public ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken) =>
             owner.IsCancelled(report.MessageId) ? ValueTask.CompletedTask : inner.DelayedAsync(report, cancellationToken);
     }
 
     private bool IsCancelled(string id) => _spool.Find(id) is not { Cancelled: false };
+
+    private async ValueTask TellCancelledOutcomesAsync(IQueueOperationsObserver observer, DeliveryReport report, CancellationToken ct)
+    {
+        try { await observer.CancelledOutcomesAsync(report, ct); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _log.ObserverFailed(report.MessageId, "cancel", e.Message);   // the DSN stage is not told either way
+        }
+    }
+
+    /// <summary>
+    /// Loop: an attempt in flight during a cancel has ended. Its final outcomes went to the observer (LiveReports);
+    /// the recipients it left pending (or all of them, when it could not be settled) are cancelled now.
+    /// </summary>
+    private void InFlightCancelled(Job job, List<int> group, IReadOnlyList<RecipientChange>? changes, MessageEnvelope? envelope)
+    {
+        if (Operations is not { } observer || envelope is null) return;
+        var left = group.Where(i => changes?.FirstOrDefault(c => c.Index == i) is not { } c || c.Status == RecipientStatus.Pending).ToList();
+        if (left.Count == 0) return;
+        var id = job.Id;
+        StartWork(async ct =>
+        {
+            try { await observer.CancelledAsync(id, envelope, left, ct); }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _log.ObserverFailed(id, "cancel", e.Message);
+            }
+            return () => { };
+        });
+    }
 
     // ---------------------------------------------------------------- shutdown
 

@@ -100,17 +100,43 @@ public sealed class ReviewFixTests
         h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1, "a@x.test in flight, b@y.test deferred");
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
+                                    "a@x.test in flight, b@y.test deferred");
 
         var result = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
         Assert.Equal(ControlOutcome.Done, result.Outcome);
         var report = Assert.Single(h.Reports.Final);
         Assert.Equal(["b@y.test"], report.Recipients.Select(r => r.Entry.Address));
         Assert.Null(h.Spool.Find(id));
-        Assert.Equal([(id, "cancelled", 0)], observer.Calls);   // the one no failure report covers
+        Assert.Empty(observer.Calls);   // the one in flight is not marked cancelled: it may have been delivered (review 2, #1)
         release.SetResult();
         await h.IdleAsync();
-        Assert.Single(h.Reports.Final);   // the in-flight outcome is dropped, not reported after the cancel
+        Assert.Single(h.Reports.Final);   // the in-flight outcome goes to no DSN after the cancel...
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the real outcome");
+        Assert.Equal([(id, "delivered", 0)], observer.Calls);   // ...but the observer (events) gets its real outcome
+    }
+
+    // Review 2, finding 1: an attempt in flight during a cancel that leaves its recipient pending: it is cancelled then.
+    [Fact]
+    public async Task A_recipient_in_flight_during_a_cancel_is_marked_cancelled_only_when_its_attempt_leaves_it_pending()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 2)]);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        h.Agent.Hold = (_, ct) => release.Task.WaitAsync(ct);
+        h.Agent.Answer = (_, r) => RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.x.test");
+        var observer = new RecordingObserver();
+        h.Scheduler.Operations = observer;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1, "a@x.test in flight");
+
+        Assert.Equal(ControlOutcome.Done, (await h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None)).Outcome);
+        Assert.Empty(observer.Calls);
+        release.SetResult();
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the cancel after the attempt");
+        await h.IdleAsync();
+        Assert.Equal([(id, "cancelled", 0)], observer.Calls);
+        Assert.Empty(h.Reports.Final);
     }
 
     // Review 2, finding 3: a second cancel while the first is still at work must not bounce the recipient in flight.
@@ -127,7 +153,8 @@ public sealed class ReviewFixTests
         h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1, "a@x.test in flight, b@y.test deferred");
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
+                                    "a@x.test in flight, b@y.test deferred");
 
         var first = h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None);   // held in the observer
         await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the first cancel at work");
@@ -155,6 +182,12 @@ public sealed class ReviewFixTests
         {
             lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "cancelled", i)));
             return Gate is null ? ValueTask.CompletedTask : new ValueTask(Gate.Task.WaitAsync(ct));
+        }
+
+        public ValueTask CancelledOutcomesAsync(DeliveryReport report, CancellationToken ct)
+        {
+            lock (Calls) Calls.AddRange(report.Recipients.Select(r => (report.MessageId, r.Status.ToString().ToLowerInvariant(), r.Index)));
+            return ValueTask.CompletedTask;
         }
     }
 
