@@ -232,7 +232,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
     /// An attempt in flight during a cancel ended with these final outcomes: recorded as they are (delivered, failed),
     /// with no <c>bounced</c> (the scheduler sends no DSN for them).
     /// </summary>
-    public ValueTask CancelledOutcomesAsync(DeliveryReport report, CancellationToken cancellationToken)
+    public ValueTask FinalOutcomesAsync(DeliveryReport report, CancellationToken cancellationToken)
     {
         if (!IsApi(report.Envelope)) return ValueTask.CompletedTask;
         var now = _clock.GetUtcNow();

@@ -130,8 +130,9 @@ public interface IQueueOperationsObserver
     ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken);
 
     /// <summary>
-    /// An attempt that was in flight when the operator cancelled the message ended with these final outcomes (its
-    /// report goes to no DSN stage). Recipients the attempt left pending come through <see cref="CancelledAsync"/>.
+    /// Final outcomes no DSN stage is told about: an attempt that was in flight when the operator cancelled the
+    /// message ended with them (recipients it left pending come through <see cref="CancelledAsync"/>); or a requeue
+    /// announced by <see cref="RequeuingAsync"/> did not happen, and these are the recipients' earlier final states.
     /// </summary>
-    ValueTask CancelledOutcomesAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    ValueTask FinalOutcomesAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 }

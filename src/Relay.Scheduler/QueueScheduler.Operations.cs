@@ -237,6 +237,11 @@ public sealed partial class QueueScheduler
         OnLoop<ControlResult>(done =>
         {
             if (_spool.Find(messageId) is not { } job) { done.TrySetResult(new ControlResult(ControlOutcome.NotFound, 0)); return; }
+            if (job.Requeuing)
+            {
+                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "the message is being requeued"));
+                return;
+            }
             var now = _clock.GetUtcNow();
             var pending = 0;
             var again = new List<int>();
@@ -269,31 +274,60 @@ public sealed partial class QueueScheduler
             }
             // A dead letter: forget the scheduler's old entry, then the spool re-opens it and hands it over again
             // (TakeCommitted → Add), under the same id.
+            var (wasScheduled, wasGone) = (job.Scheduled, job.Gone);
+            var earlier = again.Select(i => (Index: i, State: job.GetRecipient(i))).ToList();
+            job.Requeuing = true;
             job.Scheduled = false;
             job.Gone = false;
             job.Completing = false;
             job.ReportRetryArmed = false;
             job.CheckTicks = 0;
             job.CheckVersion++;
+            void Undo()
+            {
+                job.Requeuing = false;
+                if (job.FinalizedAt is null) return;   // re-opened after all (or being handed over)
+                (job.Scheduled, job.Gone) = (wasScheduled, wasGone);
+            }
             StartWork(async ct =>
             {
+                MessageEnvelope? told = null;   // the observer was told about a requeue
                 try
                 {
                     if (Operations is { } observer)
-                        await observer.RequeuingAsync(messageId, await _spool.ReadEnvelopeAsync(messageId, ct), again, ct);
+                    {
+                        var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
+                        await observer.RequeuingAsync(messageId, envelope, again, ct);
+                        told = envelope;
+                    }
                     var reopened = await _spool.ReopenAsync(messageId, again, now, ct);
                     if (reopened) _log.Requeued(messageId, again.Count);
+                    else if (told is not null) await ReassertAsync(messageId, told, earlier, ct);
                     var result = reopened
                         ? new ControlResult(ControlOutcome.Done, again.Count, messageId)
                         : new ControlResult(ControlOutcome.NotFound, 0);
-                    return () => done.TrySetResult(result);
+                    return () => { Undo(); done.TrySetResult(result); };
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    return () => done.TrySetException(e);
+                    if (told is not null) await ReassertAsync(messageId, told, earlier, ct);
+                    return () => { Undo(); done.TrySetException(e); };
                 }
-            }, onCancel: () => done.TrySetCanceled());
+            }, onCancel: () => { Undo(); done.TrySetCanceled(); });
         }, cancellationToken);
+
+    /// <summary>A requeue the observer was told about did not happen: it hears the recipients' earlier final states again.</summary>
+    private async Task ReassertAsync(string messageId, MessageEnvelope envelope, List<(int Index, RecipientState State)> earlier,
+                                     CancellationToken ct)
+    {
+        var report = new DeliveryReport(messageId, envelope, earlier.Select(e => new ReportedRecipient(
+            e.Index, envelope.Recipients[e.Index], e.State.Status, e.State.LastError, e.State.Attempts, null, null)).ToList(), OpenContent(messageId));
+        try { await Operations!.FinalOutcomesAsync(report, ct); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _log.ObserverFailed(messageId, "requeue", e.Message);
+        }
+    }
 
     public Task<ControlResult> CancelAsync(string messageId, bool bounce, CancellationToken cancellationToken) =>
         OnLoop<ControlResult>(done =>
@@ -386,7 +420,7 @@ public sealed partial class QueueScheduler
     {
         public ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken) =>
             !owner.IsCancelled(report.MessageId) ? inner.RecipientsFinalAsync(report, cancellationToken)
-            : owner.Operations is { } observer ? owner.TellCancelledOutcomesAsync(observer, report, cancellationToken)
+            : owner.Operations is { } observer ? owner.TellFinalOutcomesAsync(observer, report, cancellationToken)
             : ValueTask.CompletedTask;
 
         public ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken) =>
@@ -395,9 +429,9 @@ public sealed partial class QueueScheduler
 
     private bool IsCancelled(string id) => _spool.Find(id) is not { Cancelled: false };
 
-    private async ValueTask TellCancelledOutcomesAsync(IQueueOperationsObserver observer, DeliveryReport report, CancellationToken ct)
+    private async ValueTask TellFinalOutcomesAsync(IQueueOperationsObserver observer, DeliveryReport report, CancellationToken ct)
     {
-        try { await observer.CancelledOutcomesAsync(report, ct); }
+        try { await observer.FinalOutcomesAsync(report, ct); }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             _log.ObserverFailed(report.MessageId, "cancel", e.Message);   // the DSN stage is not told either way

@@ -90,7 +90,7 @@ public sealed class OperatorEventTests
         var report = new Relay.Scheduler.DeliveryReport(envelope.Id, envelope,
             [new Relay.Scheduler.ReportedRecipient(0, envelope.Recipients[0], Relay.Spool.RecipientStatus.Delivered, null, 1, null, null)],
             _ => throw new InvalidOperationException("no content needed"));
-        await h.Log.CancelledOutcomesAsync(report, CancellationToken.None);
+        await h.Log.FinalOutcomesAsync(report, CancellationToken.None);
         var status = await h.StatusAsync(envelope.Id);
         Assert.Equal("delivered", status.Recipients[0].State);
         Assert.Equal(["accepted", "delivered"], status.Events.Select(e => e.Type));

@@ -167,15 +167,40 @@ public sealed class ReviewFixTests
         Assert.Empty(h.Reports.Final);   // nobody was bounced
     }
 
+    // Review 2, finding 2: a second retry while the first is at work is refused; a requeue that does not happen (the
+    // dead letter was purged meanwhile) re-asserts the recipients' earlier final state to the observer.
+    [Fact]
+    public async Task A_requeue_that_does_not_happen_is_undone_for_the_observer_and_a_second_one_is_refused()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 1)]);
+        h.Agent.Answer = (_, r) => RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
+        var observer = new RecordingObserver { RequeueGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        h.Scheduler.Operations = observer;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await h.IdleAsync();
+        Assert.NotNull(h.Spool.Find(id)!.FinalizedAt);
+
+        var first = h.Scheduler.RetryAsync(id, CancellationToken.None);
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the requeue announced");
+        var second = await h.Scheduler.RetryAsync(id, CancellationToken.None);
+        Assert.Equal(ControlOutcome.NothingToDo, second.Outcome);
+        Assert.Equal(1, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(30), CancellationToken.None));
+        observer.RequeueGate!.SetResult();
+        Assert.Equal(ControlOutcome.NotFound, (await first).Outcome);
+        Assert.Equal([(id, "requeued", 0), (id, "failed", 0)], observer.Calls);
+    }
+
     private sealed class RecordingObserver : IQueueOperationsObserver
     {
         public List<(string Id, string What, int Index)> Calls { get; } = [];
         public TaskCompletionSource? Gate { get; init; }
+        public TaskCompletionSource? RequeueGate { get; init; }
 
         public ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
         {
             lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "requeued", i)));
-            return ValueTask.CompletedTask;
+            return RequeueGate is null ? ValueTask.CompletedTask : new ValueTask(RequeueGate.Task.WaitAsync(ct));
         }
 
         public ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
@@ -184,7 +209,7 @@ public sealed class ReviewFixTests
             return Gate is null ? ValueTask.CompletedTask : new ValueTask(Gate.Task.WaitAsync(ct));
         }
 
-        public ValueTask CancelledOutcomesAsync(DeliveryReport report, CancellationToken ct)
+        public ValueTask FinalOutcomesAsync(DeliveryReport report, CancellationToken ct)
         {
             lock (Calls) Calls.AddRange(report.Recipients.Select(r => (report.MessageId, r.Status.ToString().ToLowerInvariant(), r.Index)));
             return ValueTask.CompletedTask;
