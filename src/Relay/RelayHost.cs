@@ -204,12 +204,14 @@ public sealed class RelayHost : IAsyncDisposable
             string listenerText;
             try
             {
-                var listeners = await Inbound.ReconfigureAsync(next, cancellationToken);
+                // Not cancellable: the strategy is swapped already, and a caller giving up (an admin request aborted)
+                // between retiring a listener and binding its successor would leave the port closed.
+                var listeners = await Inbound.ReconfigureAsync(next, CancellationToken.None);
                 listenerText = ReloadDiff.Describe(listeners);
                 foreach (var endpoint in Inbound.EndPoints.Where(e => listeners.Started.Contains(e.Listener) || listeners.Rebound.Contains(e.Listener)))
                     _log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
             }
-            catch (IOException e)
+            catch (Exception e) when (e is IOException or InvalidOperationException)
             {
                 listenerText = "listeners: " + e.Message;
                 _log.LogError("reload: {Error}", listenerText);
@@ -255,17 +257,20 @@ public sealed class RelayHost : IAsyncDisposable
     /// deliveries in flight finish and be recorded within <paramref name="cancellationToken"/> (or <c>[server]
     /// shutdown-timeout</c> when it cannot be cancelled), and leaves everything else in the spool.
     /// </summary>
+    /// <summary>How long a stop waits for a reload in progress before it goes on without it.</summary>
+    private static readonly TimeSpan ReloadWait = TimeSpan.FromSeconds(10);
+
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
         var token = bound?.Token ?? cancellationToken;
-        // Waits (within the shutdown bound) for a reload in progress to finish; no reload starts afterwards
-        // (ReloadAsync checks _stopped under the same lock).
+        // Waits (shortly, within the shutdown bound) for a reload in progress to finish; no reload starts afterwards
+        // (ReloadAsync checks _stopped under the same lock). One that outlasts the wait cannot reopen anything: the
+        // scheduler and the listeners refuse changes once stopping.
         var entered = false;
         try
         {
-            await _reloading.WaitAsync(token);
-            entered = true;
+            entered = await _reloading.WaitAsync(ReloadWait, token);
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested) { }
         try
