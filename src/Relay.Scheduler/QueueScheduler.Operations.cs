@@ -40,9 +40,10 @@ public sealed partial class QueueScheduler
     public IReadOnlyList<VirtualQueueStats> GetQueueStats()
     {
         var view = _queueView!;
+        var now = _clock.GetUtcNow();
         return _queueSettings.Values.Select(q => new VirtualQueueStats(
             q.Name, _spool.CountPending(q.Name), view.TryGetValue(q.Name, out var v) ? v.InFlight : 0, q.ThreadsPerNode, q.MaxSize,
-            _arrivals.TryGetValue(q.Name, out var track) ? track.Oldest() : null)).ToList();
+            _arrivals.TryGetValue(q.Name, out var track) ? track.Oldest(now) : null)).ToList();
     }
 
     /// <summary>Loop, once a minute: drops finished messages from lists that grew past twice their queue's pending count.</summary>
@@ -110,16 +111,23 @@ public sealed partial class QueueScheduler
             lock (_gate) _jobs = new Queue<Job>();
         }
 
-        public DateTimeOffset? Oldest()
+        /// <summary>
+        /// A held message (its queue time starts at the end of the hold, in the future) is skipped: it would hide
+        /// older mail behind it and give a negative age. Held mail alone counts as arrived <paramref name="now"/>.
+        /// </summary>
+        public DateTimeOffset? Oldest(DateTimeOffset now)
         {
             lock (_gate)
             {
-                while (_jobs.TryPeek(out var job))
+                while (_jobs.TryPeek(out var head) && (head.IsRemoved || !HasPendingIn(head))) _jobs.Dequeue();
+                DateTimeOffset? held = null;
+                foreach (var job in _jobs)   // past the held ones at the front only (few; compaction bounds the rest)
                 {
-                    if (!job.IsRemoved && HasPendingIn(job)) return job.ArrivedAt;
-                    _jobs.Dequeue();
+                    if (job.IsRemoved || !HasPendingIn(job)) continue;
+                    if (job.ArrivedAt <= now) return job.ArrivedAt;
+                    held = now;
                 }
-                return null;
+                return held;
             }
         }
 

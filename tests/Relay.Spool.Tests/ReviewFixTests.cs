@@ -191,6 +191,22 @@ public sealed class ReviewFixTests
         Assert.Equal([(id, "requeued", 0), (id, "failed", 0)], observer.Calls);
     }
 
+    // Review 2, finding 10: a held message in front neither hides older pending mail nor gives a future arrival.
+    [Fact]
+    public async Task The_oldest_pending_arrival_skips_held_mail()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 1)]);
+        h.Agent.Answer = (_, r) => RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.x.test");
+        await h.StartAsync();
+        await CommitHeldAsync(h, Harness.Epoch.AddHours(6), "held@x.test");
+        await h.IdleAsync();
+        Assert.Equal(Harness.Epoch, h.Scheduler.GetQueueStats().Single().OldestPendingArrival);   // held alone: now, not +6h
+        h.Clock.Advance(M(5));
+        await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await h.IdleAsync();
+        Assert.Equal(Harness.Epoch.AddMinutes(5), h.Scheduler.GetQueueStats().Single().OldestPendingArrival);
+    }
+
     private sealed class RecordingObserver : IQueueOperationsObserver
     {
         public List<(string Id, string What, int Index)> Calls { get; } = [];
