@@ -201,8 +201,13 @@ public sealed partial class QueueScheduler
             try { result = await _spool.RerouteAsync(Map, ct); }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                done.TrySetException(e);
-                return () => Rebuild([], retired);
+                // The new settings are in force here (and the spool may have moved recipients in memory before its
+                // journal failed): say so rather than refuse a reload that has in fact been applied.
+                return () =>
+                {
+                    Rebuild([], retired);
+                    done.TrySetResult(new SchedulerReload(0, added, removed) { RerouteError = e.Message });
+                };
             }
             return () =>
             {
@@ -493,7 +498,14 @@ public sealed partial class QueueScheduler
 
 /// <summary>What a scheduler reload did.</summary>
 /// <param name="RecipientsMoved">Queued recipients moved to another schedule or queue (their schedule was removed, or now feeds another queue).</param>
-public sealed record SchedulerReload(int RecipientsMoved, IReadOnlyList<string> QueuesAdded, IReadOnlyList<string> QueuesRemoved);
+public sealed record SchedulerReload(int RecipientsMoved, IReadOnlyList<string> QueuesAdded, IReadOnlyList<string> QueuesRemoved)
+{
+    /// <summary>
+    /// Set when the new settings are in force but moving queued recipients of removed schedules did not become
+    /// durable (a spool error): in this process they follow the new settings all the same.
+    /// </summary>
+    public string? RerouteError { get; init; }
+}
 
 /// <summary>One virtual queue as the admin API shows it.</summary>
 /// <param name="OldestPendingArrival">Arrival of the oldest message with a recipient still pending here; null when none.</param>

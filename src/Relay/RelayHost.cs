@@ -188,7 +188,7 @@ public sealed class RelayHost : IAsyncDisposable
             var restart = ReloadDiff.NeedsRestart(running, next);
 
             // The scheduler learns the new schedules and queues before the strategy can hand them out; when it
-            // cannot (stopping, spool error) this throws and the strategy in force stays as it was.
+            // cannot (stopping) this throws and the strategy in force stays as it was.
             SchedulerReload queues;
             try
             {
@@ -235,6 +235,11 @@ public sealed class RelayHost : IAsyncDisposable
             if (queues.QueuesAdded.Count > 0) parts.Add("virtual queues added: " + string.Join(", ", queues.QueuesAdded));
             if (queues.QueuesRemoved.Count > 0) parts.Add("virtual queues removed (in-flight deliveries finish): " + string.Join(", ", queues.QueuesRemoved));
             if (queues.RecipientsMoved > 0) parts.Add($"{queues.RecipientsMoved} queued recipient(s) moved to another schedule or queue");
+            if (queues.RerouteError is { } rerouteError)
+            {
+                parts.Add("moving queued recipients of removed schedules was not recorded durably: " + rerouteError);
+                _log.LogError("reload: the new [queue] is in force, but moving queued recipients was not recorded durably: {Error}", rerouteError);
+            }
             parts.Add(listenerText);
             parts.Add("[session] and [local] apply to new sessions");
             if (restart.Count > 0)

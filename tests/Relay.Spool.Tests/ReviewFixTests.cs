@@ -207,6 +207,55 @@ public sealed class ReviewFixTests
         Assert.Equal(Harness.Epoch.AddMinutes(5), h.Scheduler.GetQueueStats().Single().OldestPendingArrival);
     }
 
+    // Review 2, finding 9: a reroute that fails after the new settings are in force is reported as such, not thrown
+    // (the host would refuse a reload the scheduler has in fact applied).
+    [Fact]
+    public async Task A_reload_whose_reroute_fails_reports_the_new_settings_in_force()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 1)]);
+        var spool = FailingReroute.Wrap(h.Spool);
+        await using var scheduler = new QueueScheduler(spool, h.Schedules.ToDictionary(x => x.Name), h.Queues.ToDictionary(x => x.Name),
+                                                       h.Agent, h.Reports, h.Clock);
+        scheduler.Start();
+        await scheduler.Ready.WaitAsync(TimeSpan.FromSeconds(30));
+        var loaded = Relay.Config.ConfigLoader.Parse("""
+            [queue.strategy]
+            schedule = [ { else = "'default'" } ]
+            [queue.schedule.default]
+            retry = ["1h"]
+            [queue.virtual.default]
+            threads-per-node = 1
+            [queue.virtual.bulk]
+            threads-per-node = 3
+            """, "reload.toml", Path.GetTempPath());
+        Assert.True(loaded.Ok, string.Join("\n", loaded.Errors));
+        var next = loaded.Settings!.Queue;
+        var result = await scheduler.ReconfigureAsync(next);
+        Assert.Equal("journal write failed", result.RerouteError);
+        Assert.Equal(["bulk"], result.QueuesAdded);
+        Assert.Contains(scheduler.GetQueueStats(), q => q.Name == "bulk" && q.ThreadsPerNode == 3);
+    }
+
+    public class FailingReroute : System.Reflection.DispatchProxy
+    {
+        private ISpoolStore _inner = null!;
+
+        public static ISpoolStore Wrap(ISpoolStore inner)
+        {
+            var proxy = Create<ISpoolStore, FailingReroute>();
+            ((FailingReroute)(object)proxy)._inner = inner;
+            return proxy;
+        }
+
+        protected override object? Invoke(System.Reflection.MethodInfo? method, object?[]? args)
+        {
+            if (method!.Name == nameof(ISpoolStore.RerouteAsync))
+                return ValueTask.FromException<RerouteResult>(new IOException("journal write failed"));
+            try { return method.Invoke(_inner, args); }
+            catch (System.Reflection.TargetInvocationException e) { throw e.InnerException!; }
+        }
+    }
+
     private sealed class RecordingObserver : IQueueOperationsObserver
     {
         public List<(string Id, string What, int Index)> Calls { get; } = [];
