@@ -228,6 +228,18 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
         return new ValueTask(AppendAsync(envelope, events).WaitAsync(cancellationToken));
     }
 
+    /// <summary>
+    /// An attempt in flight during a cancel ended with these final outcomes: recorded as they are (delivered, failed),
+    /// with no <c>bounced</c> (the scheduler sends no DSN for them).
+    /// </summary>
+    public ValueTask FinalOutcomesAsync(DeliveryReport report, CancellationToken cancellationToken)
+    {
+        if (!IsApi(report.Envelope)) return ValueTask.CompletedTask;
+        var now = _clock.GetUtcNow();
+        var events = report.Recipients.Select(r => EventingDeliveryReports.Final(this, report.MessageId, r, now)).ToList();
+        return new ValueTask(AppendAsync(report.Envelope, events).WaitAsync(cancellationToken));
+    }
+
     /// <summary>The delivery agent's successful outcome, kept until the final report turns it into an event.</summary>
     internal void RememberOutcome(string messageId, int index, RecipientOutcome outcome) => _outcomes[(messageId, index)] = outcome;
 

@@ -21,7 +21,7 @@ public sealed class EventingDeliveryReports(IDeliveryReports inner, DeliveryEven
         await inner.RecipientsFinalAsync(report, cancellationToken);
         var now = clock.GetUtcNow();
         var events = new List<StoredEvent>(report.Recipients.Count * 2);
-        foreach (var r in report.Recipients) events.Add(Final(report.MessageId, r, now));
+        foreach (var r in report.Recipients) events.Add(Final(log, report.MessageId, r, now));
         if (report.Envelope.Sender.Length > 0)   // never a DSN about a DSN (DESIGN.md)
         {
             foreach (var r in report.Recipients)
@@ -37,7 +37,7 @@ public sealed class EventingDeliveryReports(IDeliveryReports inner, DeliveryEven
         await log.AppendAsync(report.Envelope, events).WaitAsync(cancellationToken);
     }
 
-    private StoredEvent Final(string messageId, ReportedRecipient r, DateTimeOffset now)
+    internal static StoredEvent Final(DeliveryEventLog log, string messageId, ReportedRecipient r, DateTimeOffset now)
     {
         var outcome = log.TakeOutcome(messageId, r.Index);
         var e = new StoredEvent

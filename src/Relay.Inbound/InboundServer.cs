@@ -49,6 +49,7 @@ public sealed class InboundServer : IAsyncDisposable
     private readonly List<Task> _retiring = [];               // removed listeners finishing their sessions
     private readonly CancellationTokenSource _abortRetiring = new();
     private bool _started;
+    private volatile bool _stopped;
 
     /// <summary>One listener's Kestrel server and what it holds.</summary>
     private sealed record ListenerHost(ListenerSettings Settings, WebApplication App, List<ListenOptions> Endpoints, X509Certificate2? Certificate);
@@ -140,6 +141,10 @@ public sealed class InboundServer : IAsyncDisposable
         await _changing.WaitAsync(cancellationToken);
         try
         {
+            if (_stopped) throw new InvalidOperationException("the SMTP listeners are stopped");
+            // From here the change runs to its end, whatever the caller does (each bind retries for RebindWait at
+            // most): giving up between retiring a listener and binding its successor would leave the port closed.
+            cancellationToken = CancellationToken.None;
             _runtime.Settings = settings;
             var wanted = settings.Server.Listeners;
             var started = new List<string>();
@@ -166,10 +171,12 @@ public sealed class InboundServer : IAsyncDisposable
                 }
             }
 
-            // 2. Removed listeners stop accepting.
+            // 2. Removed listeners stop accepting (a copy of each certificate is kept in case one comes back).
+            var removed = new Dictionary<ListenerHost, X509Certificate2?>(ReferenceEqualityComparer.Instance);
             foreach (var host in current.Where(h => wanted.All(l => l.Name != h.Settings.Name)))
             {
                 lock (_hosts) _hosts.Remove(host);
+                removed[host] = Keep(host);
                 Retire(host, settings.Session.Timeout);
                 stopped.Add(host.Settings.Name);
             }
@@ -179,14 +186,33 @@ public sealed class InboundServer : IAsyncDisposable
             {
                 if (old is null)
                 {
+                    // A port a listener removed just now is leaving (a renamed listener, a port moved): wait for it.
+                    var freed = removed.Keys.Where(h => TakesPortOf(listener, h)).ToList();
                     try
                     {
-                        Add(await StartListenerAsync(listener, certificate, retryBind: false, cancellationToken), order);
+                        Add(await StartListenerAsync(listener, certificate, retryBind: freed.Count > 0, cancellationToken), order);
                         started.Add(listener.Name);
                     }
                     catch (Exception e) when (IsListenerFailure(e))
                     {
-                        refused.Add(Refusal(listener.Name, e, "not started"));
+                        // Bring the removed listener(s) back rather than leave their port closed.
+                        var outcome = "not started";
+                        foreach (var host in freed)
+                        {
+                            var keep = removed[host];
+                            removed[host] = null;   // owned by the restore now
+                            try
+                            {
+                                Add(await StartListenerAsync(AsBound(host), keep, retryBind: true, cancellationToken), order);
+                                stopped.Remove(host.Settings.Name);
+                                outcome += $"; listener {host.Settings.Name} was restored";
+                            }
+                            catch (Exception again) when (IsListenerFailure(again))
+                            {
+                                outcome += $"; listener {host.Settings.Name} is DOWN: {again.Message}";
+                            }
+                        }
+                        refused.Add(Refusal(listener.Name, e, outcome));
                     }
                     continue;
                 }
@@ -209,11 +235,14 @@ public sealed class InboundServer : IAsyncDisposable
                     continue;
                 }
                 lock (_hosts) _hosts.Remove(old);
+                // Retire disposes the old certificate; the restore uses a copy (its files may be gone by now).
+                var kept = Keep(old);
                 Retire(old, settings.Session.Timeout);
                 try
                 {
                     Add(await StartListenerAsync(listener, certificate, retryBind: true, cancellationToken), order);
                     rebound.Add(listener.Name);
+                    kept?.Dispose();
                 }
                 catch (Exception e) when (IsListenerFailure(e))
                 {
@@ -221,7 +250,7 @@ public sealed class InboundServer : IAsyncDisposable
                     string outcome;
                     try
                     {
-                        Add(await StartListenerAsync(old.Settings, Prepare(old.Settings), retryBind: true, cancellationToken), order);
+                        Add(await StartListenerAsync(AsBound(old), kept, retryBind: true, cancellationToken), order);
                         outcome = "the previous listener settings were restored";
                     }
                     catch (Exception again) when (IsListenerFailure(again))
@@ -231,6 +260,7 @@ public sealed class InboundServer : IAsyncDisposable
                     refused.Add(Refusal(listener.Name, e, outcome));
                 }
             }
+            foreach (var keep in removed.Values) keep?.Dispose();
             foreach (var name in stopped) _log.ListenerStopped(name);
             foreach (var text in refused) _log.ListenerChangeRefused(text);
             return new ListenerReload(started, stopped, rebound) { Refused = refused };
@@ -240,6 +270,14 @@ public sealed class InboundServer : IAsyncDisposable
             _changing.Release();
         }
     }
+
+    /// <summary>The host's settings with the ports it really had (a bind to port 0 comes back on the same port).</summary>
+    private static ListenerSettings AsBound(ListenerHost host) =>
+        host.Settings with { Bind = host.Endpoints.Select(e => e.IPEndPoint!).ToList() };
+
+    /// <summary>A copy of the host's certificate (null without TLS) that outlives the host.</summary>
+    private static X509Certificate2? Keep(ListenerHost host) =>
+        host.Certificate is null ? null : X509CertificateLoader.LoadPkcs12(host.Certificate.Export(X509ContentType.Pkcs12), null);
 
     private void Add(ListenerHost host, List<string> order)
     {
@@ -367,9 +405,19 @@ public sealed class InboundServer : IAsyncDisposable
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        _stopped = true;   // no reload binds a listener from now on
         _runtime.Stop();
         using var fallback = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(DefaultStopTimeout, _runtime.Clock);
         var token = fallback?.Token ?? cancellationToken;
+        // A reload at work (bounded by RebindWait per listener) finishes first, so none of its listeners is left open.
+        var entered = false;
+        try
+        {
+            await _changing.WaitAsync(token);
+            entered = true;
+        }
+        catch (OperationCanceledException) { }
+        if (entered) _changing.Release();
         await using var abort = token.Register(() => _abortRetiring.Cancel());
         Task[] retiring;
         lock (_retiring) retiring = [.. _retiring];

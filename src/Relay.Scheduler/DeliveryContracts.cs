@@ -123,8 +123,16 @@ public interface IQueueOperationsObserver
     ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken);
 
     /// <summary>
-    /// The operator cancelled the message and <paramref name="recipients"/> (pending, with no failure report of their
-    /// own: a cancel without bounce, or recipients in flight during a cancel with bounce) are final now.
+    /// The operator cancelled the message and <paramref name="recipients"/> (pending, not in flight, with no failure
+    /// report of their own: a cancel without bounce; or left pending by an attempt in flight during the cancel) are
+    /// final now.
     /// </summary>
     ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Final outcomes no DSN stage is told about: an attempt that was in flight when the operator cancelled the
+    /// message ended with them (recipients it left pending come through <see cref="CancelledAsync"/>); or a requeue
+    /// announced by <see cref="RequeuingAsync"/> did not happen, and these are the recipients' earlier final states.
+    /// </summary>
+    ValueTask FinalOutcomesAsync(DeliveryReport report, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 }

@@ -40,9 +40,10 @@ public sealed partial class QueueScheduler
     public IReadOnlyList<VirtualQueueStats> GetQueueStats()
     {
         var view = _queueView!;
+        var now = _clock.GetUtcNow();
         return _queueSettings.Values.Select(q => new VirtualQueueStats(
             q.Name, _spool.CountPending(q.Name), view.TryGetValue(q.Name, out var v) ? v.InFlight : 0, q.ThreadsPerNode, q.MaxSize,
-            _arrivals.TryGetValue(q.Name, out var track) ? track.Oldest() : null)).ToList();
+            _arrivals.TryGetValue(q.Name, out var track) ? track.Oldest(now) : null)).ToList();
     }
 
     /// <summary>Loop, once a minute: drops finished messages from lists that grew past twice their queue's pending count.</summary>
@@ -110,16 +111,23 @@ public sealed partial class QueueScheduler
             lock (_gate) _jobs = new Queue<Job>();
         }
 
-        public DateTimeOffset? Oldest()
+        /// <summary>
+        /// A held message (its queue time starts at the end of the hold, in the future) is skipped: it would hide
+        /// older mail behind it and give a negative age. Held mail alone counts as arrived <paramref name="now"/>.
+        /// </summary>
+        public DateTimeOffset? Oldest(DateTimeOffset now)
         {
             lock (_gate)
             {
-                while (_jobs.TryPeek(out var job))
+                while (_jobs.TryPeek(out var head) && (head.IsRemoved || !HasPendingIn(head))) _jobs.Dequeue();
+                DateTimeOffset? held = null;
+                foreach (var job in _jobs)   // past the held ones at the front only (few; compaction bounds the rest)
                 {
-                    if (!job.IsRemoved && HasPendingIn(job)) return job.ArrivedAt;
-                    _jobs.Dequeue();
+                    if (job.IsRemoved || !HasPendingIn(job)) continue;
+                    if (job.ArrivedAt <= now) return job.ArrivedAt;
+                    held = now;
                 }
-                return null;
+                return held;
             }
         }
 
@@ -193,8 +201,13 @@ public sealed partial class QueueScheduler
             try { result = await _spool.RerouteAsync(Map, ct); }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                done.TrySetException(e);
-                return () => Rebuild([], retired);
+                // The new settings are in force here (and the spool may have moved recipients in memory before its
+                // journal failed): say so rather than refuse a reload that has in fact been applied.
+                return () =>
+                {
+                    Rebuild([], retired);
+                    done.TrySetResult(new SchedulerReload(0, added, removed) { RerouteError = e.Message });
+                };
             }
             return () =>
             {
@@ -237,6 +250,11 @@ public sealed partial class QueueScheduler
         OnLoop<ControlResult>(done =>
         {
             if (_spool.Find(messageId) is not { } job) { done.TrySetResult(new ControlResult(ControlOutcome.NotFound, 0)); return; }
+            if (job.Requeuing)
+            {
+                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "the message is being requeued"));
+                return;
+            }
             var now = _clock.GetUtcNow();
             var pending = 0;
             var again = new List<int>();
@@ -269,45 +287,82 @@ public sealed partial class QueueScheduler
             }
             // A dead letter: forget the scheduler's old entry, then the spool re-opens it and hands it over again
             // (TakeCommitted → Add), under the same id.
+            var (wasScheduled, wasGone) = (job.Scheduled, job.Gone);
+            var earlier = again.Select(i => (Index: i, State: job.GetRecipient(i))).ToList();
+            job.Requeuing = true;
             job.Scheduled = false;
             job.Gone = false;
             job.Completing = false;
             job.ReportRetryArmed = false;
             job.CheckTicks = 0;
             job.CheckVersion++;
+            void Undo()
+            {
+                job.Requeuing = false;
+                if (job.FinalizedAt is null) return;   // re-opened after all (or being handed over)
+                (job.Scheduled, job.Gone) = (wasScheduled, wasGone);
+            }
             StartWork(async ct =>
             {
+                MessageEnvelope? told = null;   // the observer was told about a requeue
                 try
                 {
                     if (Operations is { } observer)
-                        await observer.RequeuingAsync(messageId, await _spool.ReadEnvelopeAsync(messageId, ct), again, ct);
+                    {
+                        var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
+                        await observer.RequeuingAsync(messageId, envelope, again, ct);
+                        told = envelope;
+                    }
                     var reopened = await _spool.ReopenAsync(messageId, again, now, ct);
                     if (reopened) _log.Requeued(messageId, again.Count);
+                    else if (told is not null) await ReassertAsync(messageId, told, earlier, ct);
                     var result = reopened
                         ? new ControlResult(ControlOutcome.Done, again.Count, messageId)
                         : new ControlResult(ControlOutcome.NotFound, 0);
-                    return () => done.TrySetResult(result);
+                    return () => { Undo(); done.TrySetResult(result); };
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    return () => done.TrySetException(e);
+                    if (told is not null) await ReassertAsync(messageId, told, earlier, ct);
+                    return () => { Undo(); done.TrySetException(e); };
                 }
-            }, onCancel: () => done.TrySetCanceled());
+            }, onCancel: () => { Undo(); done.TrySetCanceled(); });
         }, cancellationToken);
+
+    /// <summary>A requeue the observer was told about did not happen: it hears the recipients' earlier final states again.</summary>
+    private async Task ReassertAsync(string messageId, MessageEnvelope envelope, List<(int Index, RecipientState State)> earlier,
+                                     CancellationToken ct)
+    {
+        var report = new DeliveryReport(messageId, envelope, earlier.Select(e => new ReportedRecipient(
+            e.Index, envelope.Recipients[e.Index], e.State.Status, e.State.LastError, e.State.Attempts, null, null)).ToList(), OpenContent(messageId));
+        try { await Operations!.FinalOutcomesAsync(report, ct); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _log.ObserverFailed(messageId, "requeue", e.Message);
+        }
+    }
 
     public Task<ControlResult> CancelAsync(string messageId, bool bounce, CancellationToken cancellationToken) =>
         OnLoop<ControlResult>(done =>
         {
             if (_spool.Find(messageId) is not { } job) { done.TrySetResult(new ControlResult(ControlOutcome.NotFound, 0)); return; }
+            if (job.Cancelled)
+            {
+                // A second cancel would see the in-flight recipients as no longer busy (the job is gone) and bounce them.
+                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "the message is already being cancelled"));
+                return;
+            }
             var snapshot = job.Snapshot();
             var pending = Enumerable.Range(0, snapshot.Recipients.Count)
                 .Where(i => snapshot.Recipients[i].Status == RecipientStatus.Pending).ToList();
-            // A recipient being delivered right now is not bounced: its attempt may already have reported an outcome
-            // (report first, then settle), and a failure DSN after a success DSN would be a lie. Its outcome is dropped.
-            var bounced = job.Scheduled && !job.Gone ? pending.Where(i => !job.BusyOf(i)).ToList() : pending;
+            // A recipient being delivered right now is neither bounced nor marked cancelled: its attempt may already
+            // have reported an outcome (report first, then settle), and a failure after a success would be a lie.
+            // When the attempt ends, its real outcome goes to the observer (LiveReports, InFlightCancelled).
+            var waiting = job.Scheduled && !job.Gone ? pending.Where(i => !job.BusyOf(i)).ToList() : pending;
+            var bounced = bounce ? waiting : [];
             // Out of the scheduler now: heap and timer entries are skipped, a delivery in flight finishes but its
-            // outcome is neither reported (LiveReports) nor applied (Release ignores a gone job; the spool ignores
-            // updates of a removed id).
+            // outcome is neither reported to the DSN stage (LiveReports) nor applied (Release ignores a gone job; the
+            // spool ignores updates of a removed id).
             if (job is { Scheduled: true, Gone: false }) _jobCount--;
             job.Scheduled = true;   // not taken again by Ingest if it was still waiting to be handed over
             job.Gone = true;
@@ -316,8 +371,8 @@ public sealed partial class QueueScheduler
             {
                 try
                 {
-                    // Recipients no failure report will cover: every pending one without a bounce, else those in flight.
-                    var unreported = bounce ? pending.Except(bounced).ToList() : pending;
+                    // Recipients no failure report will cover: every waiting one without a bounce.
+                    var unreported = bounce ? [] : waiting;
                     if (Operations is { } observer && unreported.Count > 0)
                     {
                         var envelope = await _spool.ReadEnvelopeAsync(messageId, ct);
@@ -377,13 +432,45 @@ public sealed partial class QueueScheduler
     private sealed class LiveReports(IDeliveryReports inner, QueueScheduler owner) : IDeliveryReports
     {
         public ValueTask RecipientsFinalAsync(DeliveryReport report, CancellationToken cancellationToken) =>
-            owner.IsCancelled(report.MessageId) ? ValueTask.CompletedTask : inner.RecipientsFinalAsync(report, cancellationToken);
+            !owner.IsCancelled(report.MessageId) ? inner.RecipientsFinalAsync(report, cancellationToken)
+            : owner.Operations is { } observer ? owner.TellFinalOutcomesAsync(observer, report, cancellationToken)
+            : ValueTask.CompletedTask;
 
         public ValueTask DelayedAsync(DeliveryReport report, CancellationToken cancellationToken) =>
             owner.IsCancelled(report.MessageId) ? ValueTask.CompletedTask : inner.DelayedAsync(report, cancellationToken);
     }
 
     private bool IsCancelled(string id) => _spool.Find(id) is not { Cancelled: false };
+
+    private async ValueTask TellFinalOutcomesAsync(IQueueOperationsObserver observer, DeliveryReport report, CancellationToken ct)
+    {
+        try { await observer.FinalOutcomesAsync(report, ct); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _log.ObserverFailed(report.MessageId, "cancel", e.Message);   // the DSN stage is not told either way
+        }
+    }
+
+    /// <summary>
+    /// Loop: an attempt in flight during a cancel has ended. Its final outcomes went to the observer (LiveReports);
+    /// the recipients it left pending (or all of them, when it could not be settled) are cancelled now.
+    /// </summary>
+    private void InFlightCancelled(Job job, List<int> group, IReadOnlyList<RecipientChange>? changes, MessageEnvelope? envelope)
+    {
+        if (Operations is not { } observer || envelope is null) return;
+        var left = group.Where(i => changes?.FirstOrDefault(c => c.Index == i) is not { } c || c.Status == RecipientStatus.Pending).ToList();
+        if (left.Count == 0) return;
+        var id = job.Id;
+        StartWork(async ct =>
+        {
+            try { await observer.CancelledAsync(id, envelope, left, ct); }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _log.ObserverFailed(id, "cancel", e.Message);
+            }
+            return () => { };
+        });
+    }
 
     // ---------------------------------------------------------------- shutdown
 
@@ -411,7 +498,14 @@ public sealed partial class QueueScheduler
 
 /// <summary>What a scheduler reload did.</summary>
 /// <param name="RecipientsMoved">Queued recipients moved to another schedule or queue (their schedule was removed, or now feeds another queue).</param>
-public sealed record SchedulerReload(int RecipientsMoved, IReadOnlyList<string> QueuesAdded, IReadOnlyList<string> QueuesRemoved);
+public sealed record SchedulerReload(int RecipientsMoved, IReadOnlyList<string> QueuesAdded, IReadOnlyList<string> QueuesRemoved)
+{
+    /// <summary>
+    /// Set when the new settings are in force but moving queued recipients of removed schedules did not become
+    /// durable (a spool error): in this process they follow the new settings all the same.
+    /// </summary>
+    public string? RerouteError { get; init; }
+}
 
 /// <summary>One virtual queue as the admin API shows it.</summary>
 /// <param name="OldestPendingArrival">Arrival of the oldest message with a recipient still pending here; null when none.</param>

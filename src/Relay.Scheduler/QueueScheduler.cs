@@ -320,9 +320,11 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
         StartWork(async ct =>
         {
             bool failed = false, completed = false;
+            MessageEnvelope? envelope = null;
+            List<RecipientChange>? settled = null;
             try
             {
-                var envelope = await _spool.ReadEnvelopeAsync(id, ct);
+                envelope = await _spool.ReadEnvelopeAsync(id, ct);
                 var recipients = group.Select((i, k) => new DeliveryRecipient(i, envelope.Recipients[i], states[k].Attempts + 1)).ToList();
                 var request = new DeliveryRequest(id, envelope, domain, schedule.Name, queue.Name, recipients, OpenContent(id));
                 IReadOnlyList<RecipientOutcome> outcomes;
@@ -352,11 +354,17 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
                     _log.Outcome(id, address, change.Status.ToString().ToLowerInvariant(), change.Attempts, change.NextAttemptAt,
                                  $"{outcome.Code} {outcome.EnhancedStatus} {outcome.Text}");
                 }
+                settled = changes;
                 completed = await SettleAsync(job, envelope, changes, ct, attempted);
             }
             catch (SpoolCorruptException)
             {
-                return () => Quarantined(job, queue);
+                return () =>
+                {
+                    if (!job.Cancelled) { Quarantined(job, queue); return; }
+                    queue.SlotFreed();   // the cancel removed it meanwhile
+                    InFlightCancelled(job, group, settled, envelope);
+                };
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -366,7 +374,8 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
             return () =>
             {
                 queue.SlotFreed();
-                if (completed) Completed(job, group);
+                if (job.Cancelled) InFlightCancelled(job, group, settled, envelope);   // already gone and counted out
+                else if (completed) Completed(job, group);
                 else Release(job, group, failed);
             };
         }, onCancel: () => queue.SlotFreed());

@@ -82,6 +82,7 @@ public sealed class SpooledMessage
     internal bool Completing;
     internal bool Gone;
     internal bool Cancelled;   // the operator cancelled it: outcomes of work still in flight are dropped
+    internal bool Requeuing;   // an operator's retry of this dead letter is at work (a second one is refused)
 
     internal SpooledMessage(object gate, ulong key, long arrivedTicks, int priority, long sequence, Slot[] slots)
     {

@@ -188,7 +188,7 @@ public sealed class RelayHost : IAsyncDisposable
             var restart = ReloadDiff.NeedsRestart(running, next);
 
             // The scheduler learns the new schedules and queues before the strategy can hand them out; when it
-            // cannot (stopping, spool error) this throws and the strategy in force stays as it was.
+            // cannot (stopping) this throws and the strategy in force stays as it was.
             SchedulerReload queues;
             try
             {
@@ -204,12 +204,14 @@ public sealed class RelayHost : IAsyncDisposable
             string listenerText;
             try
             {
-                var listeners = await Inbound.ReconfigureAsync(next, cancellationToken);
+                // Not cancellable: the strategy is swapped already, and a caller giving up (an admin request aborted)
+                // between retiring a listener and binding its successor would leave the port closed.
+                var listeners = await Inbound.ReconfigureAsync(next, CancellationToken.None);
                 listenerText = ReloadDiff.Describe(listeners);
                 foreach (var endpoint in Inbound.EndPoints.Where(e => listeners.Started.Contains(e.Listener) || listeners.Rebound.Contains(e.Listener)))
                     _log.LogInformation("listening: {Listener} on {EndPoint}", endpoint.Listener, endpoint.EndPoint);
             }
-            catch (IOException e)
+            catch (Exception e) when (e is IOException or InvalidOperationException)
             {
                 listenerText = "listeners: " + e.Message;
                 _log.LogError("reload: {Error}", listenerText);
@@ -233,6 +235,11 @@ public sealed class RelayHost : IAsyncDisposable
             if (queues.QueuesAdded.Count > 0) parts.Add("virtual queues added: " + string.Join(", ", queues.QueuesAdded));
             if (queues.QueuesRemoved.Count > 0) parts.Add("virtual queues removed (in-flight deliveries finish): " + string.Join(", ", queues.QueuesRemoved));
             if (queues.RecipientsMoved > 0) parts.Add($"{queues.RecipientsMoved} queued recipient(s) moved to another schedule or queue");
+            if (queues.RerouteError is { } rerouteError)
+            {
+                parts.Add("moving queued recipients of removed schedules was not recorded durably: " + rerouteError);
+                _log.LogError("reload: the new [queue] is in force, but moving queued recipients was not recorded durably: {Error}", rerouteError);
+            }
             parts.Add(listenerText);
             parts.Add("[session] and [local] apply to new sessions");
             if (restart.Count > 0)
@@ -255,17 +262,20 @@ public sealed class RelayHost : IAsyncDisposable
     /// deliveries in flight finish and be recorded within <paramref name="cancellationToken"/> (or <c>[server]
     /// shutdown-timeout</c> when it cannot be cancelled), and leaves everything else in the spool.
     /// </summary>
+    /// <summary>How long a stop waits for a reload in progress before it goes on without it.</summary>
+    private static readonly TimeSpan ReloadWait = TimeSpan.FromSeconds(10);
+
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         using var bound = cancellationToken.CanBeCanceled ? null : new CancellationTokenSource(Settings.Server.ShutdownTimeout, _clock);
         var token = bound?.Token ?? cancellationToken;
-        // Waits (within the shutdown bound) for a reload in progress to finish; no reload starts afterwards
-        // (ReloadAsync checks _stopped under the same lock).
+        // Waits (shortly, within the shutdown bound) for a reload in progress to finish; no reload starts afterwards
+        // (ReloadAsync checks _stopped under the same lock). One that outlasts the wait cannot reopen anything: the
+        // scheduler and the listeners refuse changes once stopping.
         var entered = false;
         try
         {
-            await _reloading.WaitAsync(token);
-            entered = true;
+            entered = await _reloading.WaitAsync(ReloadWait, token);
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested) { }
         try

@@ -334,6 +334,26 @@ public sealed class ApiTests : IAsyncLifetime
         Assert.Equal(1, Scrape.Value(metrics, "relay_config_reloads_total{result=\"refused\"}"));
         Assert.Equal(1, Scrape.Value(metrics, "relay_config_reloads_total{result=\"error\"}"));
     }
+
+    // Review 2, finding 10: a held message shows when it arrived, not when its hold ends.
+    [Fact]
+    public async Task A_held_message_shows_its_real_arrival()
+    {
+        string id;
+        await using (var m = _h.Spool.Begin())
+        {
+            id = m.Id;
+            await m.WriteAsync(System.Text.Encoding.ASCII.GetBytes("Subject: held\r\n\r\nhello\r\n"));
+            await m.CommitAsync(new Relay.Spool.MessageEnvelope
+            {
+                Id = m.Id, Sender = "app@sender.test", ArrivedAt = _h.Clock.GetUtcNow(), NotBefore = _h.Clock.GetUtcNow().AddHours(6),
+                Recipients = [new Relay.Spool.RecipientEntry { Address = "a@remote.test", Schedule = "default", Queue = "default" }],
+            });
+        }
+        await _h.IdleAsync();
+        var m2 = await _h.GetJsonAsync("/api/messages/" + id);
+        Assert.Equal("2026-11-23T09:00:00Z", m2.GetProperty("arrived_at").GetString());
+    }
 }
 
 internal static class RecipientOutcomeFor

@@ -79,4 +79,20 @@ public sealed class OperatorEventTests
         Assert.All(cancelled, e => Assert.Equal("cancelled by the operator", e.Text));
         Assert.DoesNotContain(status.Events, e => e.Type == "bounced");   // no DSN went out
     }
+
+    // Review 2, finding 1: the real outcome of an attempt in flight during a cancel is recorded, with no DSN event.
+    [Fact]
+    public async Task An_outcome_reported_after_a_cancel_is_recorded_as_it_is_without_a_bounce()
+    {
+        await using var h = new Harness(Harness.Schedule([TimeSpan.FromMinutes(10)]));
+        var envelope = Envelopes.Api("00000000000000c1");
+        await h.Log.MessageAcceptedAsync(envelope, CancellationToken.None);
+        var report = new Relay.Scheduler.DeliveryReport(envelope.Id, envelope,
+            [new Relay.Scheduler.ReportedRecipient(0, envelope.Recipients[0], Relay.Spool.RecipientStatus.Delivered, null, 1, null, null)],
+            _ => throw new InvalidOperationException("no content needed"));
+        await h.Log.FinalOutcomesAsync(report, CancellationToken.None);
+        var status = await h.StatusAsync(envelope.Id);
+        Assert.Equal("delivered", status.Recipients[0].State);
+        Assert.Equal(["accepted", "delivered"], status.Events.Select(e => e.Type));
+    }
 }

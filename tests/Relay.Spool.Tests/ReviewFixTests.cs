@@ -100,32 +100,183 @@ public sealed class ReviewFixTests
         h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1, "a@x.test in flight, b@y.test deferred");
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
+                                    "a@x.test in flight, b@y.test deferred");
 
         var result = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
         Assert.Equal(ControlOutcome.Done, result.Outcome);
         var report = Assert.Single(h.Reports.Final);
         Assert.Equal(["b@y.test"], report.Recipients.Select(r => r.Entry.Address));
         Assert.Null(h.Spool.Find(id));
-        Assert.Equal([(id, "cancelled", 0)], observer.Calls);   // the one no failure report covers
+        Assert.Empty(observer.Calls);   // the one in flight is not marked cancelled: it may have been delivered (review 2, #1)
         release.SetResult();
         await h.IdleAsync();
-        Assert.Single(h.Reports.Final);   // the in-flight outcome is dropped, not reported after the cancel
+        Assert.Single(h.Reports.Final);   // the in-flight outcome goes to no DSN after the cancel...
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the real outcome");
+        Assert.Equal([(id, "delivered", 0)], observer.Calls);   // ...but the observer (events) gets its real outcome
+    }
+
+    // Review 2, finding 1: an attempt in flight during a cancel that leaves its recipient pending: it is cancelled then.
+    [Fact]
+    public async Task A_recipient_in_flight_during_a_cancel_is_marked_cancelled_only_when_its_attempt_leaves_it_pending()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 2)]);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        h.Agent.Hold = (_, ct) => release.Task.WaitAsync(ct);
+        h.Agent.Answer = (_, r) => RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.x.test");
+        var observer = new RecordingObserver();
+        h.Scheduler.Operations = observer;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1, "a@x.test in flight");
+
+        Assert.Equal(ControlOutcome.Done, (await h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None)).Outcome);
+        Assert.Empty(observer.Calls);
+        release.SetResult();
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the cancel after the attempt");
+        await h.IdleAsync();
+        Assert.Equal([(id, "cancelled", 0)], observer.Calls);
+        Assert.Empty(h.Reports.Final);
+    }
+
+    // Review 2, finding 3: a second cancel while the first is still at work must not bounce the recipient in flight.
+    [Fact]
+    public async Task A_second_cancel_while_the_first_is_running_does_nothing()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 2)]);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        h.Agent.Hold = (req, ct) => req.Domain == "x.test" ? release.Task.WaitAsync(ct) : Task.CompletedTask;
+        h.Agent.Answer = (req, r) => req.Domain == "x.test"
+            ? RecipientOutcome.Delivered(r.Address, "mx.x.test")
+            : RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.y.test");
+        var observer = new RecordingObserver { Gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        h.Scheduler.Operations = observer;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
+        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
+                                    "a@x.test in flight, b@y.test deferred");
+
+        var first = h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None);   // held in the observer
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the first cancel at work");
+        var second = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
+        Assert.Equal(ControlOutcome.NothingToDo, second.Outcome);
+        observer.Gate!.SetResult();
+        Assert.Equal(ControlOutcome.Done, (await first).Outcome);
+        release.SetResult();
+        await h.IdleAsync();
+        Assert.Empty(h.Reports.Final);   // nobody was bounced
+    }
+
+    // Review 2, finding 2: a second retry while the first is at work is refused; a requeue that does not happen (the
+    // dead letter was purged meanwhile) re-asserts the recipients' earlier final state to the observer.
+    [Fact]
+    public async Task A_requeue_that_does_not_happen_is_undone_for_the_observer_and_a_second_one_is_refused()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 1)]);
+        h.Agent.Answer = (_, r) => RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
+        var observer = new RecordingObserver { RequeueGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        h.Scheduler.Operations = observer;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await h.IdleAsync();
+        Assert.NotNull(h.Spool.Find(id)!.FinalizedAt);
+
+        var first = h.Scheduler.RetryAsync(id, CancellationToken.None);
+        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the requeue announced");
+        var second = await h.Scheduler.RetryAsync(id, CancellationToken.None);
+        Assert.Equal(ControlOutcome.NothingToDo, second.Outcome);
+        Assert.Equal(1, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(30), CancellationToken.None));
+        observer.RequeueGate!.SetResult();
+        Assert.Equal(ControlOutcome.NotFound, (await first).Outcome);
+        Assert.Equal([(id, "requeued", 0), (id, "failed", 0)], observer.Calls);
+    }
+
+    // Review 2, finding 10: a held message in front neither hides older pending mail nor gives a future arrival.
+    [Fact]
+    public async Task The_oldest_pending_arrival_skips_held_mail()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 1)]);
+        h.Agent.Answer = (_, r) => RecipientOutcome.Temporary(r.Address, 451, "4.7.1", "greylisted", "mx.x.test");
+        await h.StartAsync();
+        await CommitHeldAsync(h, Harness.Epoch.AddHours(6), "held@x.test");
+        await h.IdleAsync();
+        Assert.Equal(Harness.Epoch, h.Scheduler.GetQueueStats().Single().OldestPendingArrival);   // held alone: now, not +6h
+        h.Clock.Advance(M(5));
+        await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await h.IdleAsync();
+        Assert.Equal(Harness.Epoch.AddMinutes(5), h.Scheduler.GetQueueStats().Single().OldestPendingArrival);
+    }
+
+    // Review 2, finding 9: a reroute that fails after the new settings are in force is reported as such, not thrown
+    // (the host would refuse a reload the scheduler has in fact applied).
+    [Fact]
+    public async Task A_reload_whose_reroute_fails_reports_the_new_settings_in_force()
+    {
+        await using var h = new Harness([Schedule("default", "default", [TimeSpan.FromHours(1)])], [Queue("default", 1)]);
+        var spool = FailingReroute.Wrap(h.Spool);
+        await using var scheduler = new QueueScheduler(spool, h.Schedules.ToDictionary(x => x.Name), h.Queues.ToDictionary(x => x.Name),
+                                                       h.Agent, h.Reports, h.Clock);
+        scheduler.Start();
+        await scheduler.Ready.WaitAsync(TimeSpan.FromSeconds(30));
+        var loaded = Relay.Config.ConfigLoader.Parse("""
+            [queue.strategy]
+            schedule = [ { else = "'default'" } ]
+            [queue.schedule.default]
+            retry = ["1h"]
+            [queue.virtual.default]
+            threads-per-node = 1
+            [queue.virtual.bulk]
+            threads-per-node = 3
+            """, "reload.toml", Path.GetTempPath());
+        Assert.True(loaded.Ok, string.Join("\n", loaded.Errors));
+        var next = loaded.Settings!.Queue;
+        var result = await scheduler.ReconfigureAsync(next);
+        Assert.Equal("journal write failed", result.RerouteError);
+        Assert.Equal(["bulk"], result.QueuesAdded);
+        Assert.Contains(scheduler.GetQueueStats(), q => q.Name == "bulk" && q.ThreadsPerNode == 3);
+    }
+
+    public class FailingReroute : System.Reflection.DispatchProxy
+    {
+        private ISpoolStore _inner = null!;
+
+        public static ISpoolStore Wrap(ISpoolStore inner)
+        {
+            var proxy = Create<ISpoolStore, FailingReroute>();
+            ((FailingReroute)(object)proxy)._inner = inner;
+            return proxy;
+        }
+
+        protected override object? Invoke(System.Reflection.MethodInfo? method, object?[]? args)
+        {
+            if (method!.Name == nameof(ISpoolStore.RerouteAsync))
+                return ValueTask.FromException<RerouteResult>(new IOException("journal write failed"));
+            try { return method.Invoke(_inner, args); }
+            catch (System.Reflection.TargetInvocationException e) { throw e.InnerException!; }
+        }
     }
 
     private sealed class RecordingObserver : IQueueOperationsObserver
     {
         public List<(string Id, string What, int Index)> Calls { get; } = [];
+        public TaskCompletionSource? Gate { get; init; }
+        public TaskCompletionSource? RequeueGate { get; init; }
 
         public ValueTask RequeuingAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
         {
             lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "requeued", i)));
-            return ValueTask.CompletedTask;
+            return RequeueGate is null ? ValueTask.CompletedTask : new ValueTask(RequeueGate.Task.WaitAsync(ct));
         }
 
         public ValueTask CancelledAsync(string messageId, MessageEnvelope envelope, IReadOnlyList<int> recipients, CancellationToken ct)
         {
             lock (Calls) Calls.AddRange(recipients.Select(i => (messageId, "cancelled", i)));
+            return Gate is null ? ValueTask.CompletedTask : new ValueTask(Gate.Task.WaitAsync(ct));
+        }
+
+        public ValueTask FinalOutcomesAsync(DeliveryReport report, CancellationToken ct)
+        {
+            lock (Calls) Calls.AddRange(report.Recipients.Select(r => (report.MessageId, r.Status.ToString().ToLowerInvariant(), r.Index)));
             return ValueTask.CompletedTask;
         }
     }

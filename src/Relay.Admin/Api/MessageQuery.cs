@@ -88,7 +88,8 @@ public sealed class MessageQuery(ISpoolStore spool, AdminOptions options)
                 .Select(r => r.Status == RecipientStatus.Expired && r.LastError is null ? "4.4.7 expired" : ErrorText(r.LastError))
                 .FirstOrDefault(t => t is not null)
             : null;
-        return new MessageView(m.Id, e.Sender, e.Size, m.Priority, ApiJson.Utc(m.ArrivedAt), status, e.Source,
+        // The envelope's arrival: the spool's ArrivedAt is when the queue time started (the end of a hold, a requeue).
+        return new MessageView(m.Id, e.Sender, e.Size, m.Priority, ApiJson.Utc(e.ArrivedAt), status, e.Source,
             ApiJson.Utc(m.FinalizedAt), ApiJson.Utc(m.FinalizedAt + options.Retention), reason, recipients);
     }
 
