@@ -96,9 +96,8 @@ public sealed class MessageQuery(ISpoolStore spool, AdminOptions options)
     public static string? ErrorText(DeliveryError? error) => error is null ? null
         : error.Code > 0 ? $"{error.Code} {error.EnhancedStatus} {error.Text}" : $"{error.EnhancedStatus} {error.Text}";
 
-    private async Task<MessageEnvelope?> TryEnvelopeAsync(string id, CancellationToken cancellationToken)
-    {
-        try { return await spool.ReadEnvelopeAsync(id, cancellationToken); }
-        catch (SpoolCorruptException) { return null; }   // quarantined by the spool, or removed meanwhile
-    }
+    // A read for display never quarantines (a transient I/O error must not move queued mail aside): an
+    // unreadable or vanished entry is simply left out; delivery's own read decides about quarantine.
+    private ValueTask<MessageEnvelope?> TryEnvelopeAsync(string id, CancellationToken cancellationToken) =>
+        spool.TryReadEnvelopeAsync(id, cancellationToken);
 }
