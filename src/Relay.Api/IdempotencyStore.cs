@@ -74,9 +74,7 @@ internal sealed class IdempotencyStore : IAsyncDisposable
 
     public static IdempotencyStore Open(string directory, TimeSpan window, TimeProvider clock, ILogger log, long compactAt = DefaultCompactAt)
     {
-        const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(directory);
-        else Directory.CreateDirectory(directory, Private | UnixFileMode.UserExecute);
+        SpoolFiles.CreatePrivateDirectory(directory);
         var path = Path.Combine(directory, FileName);
         var now = clock.GetUtcNow();
         var live = new List<Entry>();
@@ -143,7 +141,7 @@ internal sealed class IdempotencyStore : IAsyncDisposable
     private static FileStreamOptions PrivateFile(FileMode mode)
     {
         var options = new FileStreamOptions { Mode = mode, Access = FileAccess.Write, Share = FileShare.Read };
-        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = SpoolFiles.FileMode600;
         return options;
     }
 

@@ -364,7 +364,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
             try { File.Delete(SegmentPath(no)); }
             catch (IOException e) { _log.PurgeFailed(e.Message); }
         }
-        if (doomed.Count > 0) EventFiles.SyncDirectory(_dir);
+        if (doomed.Count > 0) SpoolFiles.SyncDirectory(_dir);
         return doomed.Count;
     }
 
@@ -494,7 +494,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
 
     private void Recover()
     {
-        EventFiles.CreatePrivateDirectory(_dir);
+        SpoolFiles.CreatePrivateDirectory(_dir);
         foreach (var tmp in System.IO.Directory.EnumerateFiles(_dir, "*.tmp")) File.Delete(tmp);
         var numbers = System.IO.Directory.EnumerateFiles(_dir, "*.events")
             .Select(p => long.TryParse(Path.GetFileNameWithoutExtension(p), out var n) ? n : -1)
@@ -631,7 +631,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
         BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(8), baseSeq);
         fs.Write(header);
         fs.Flush(flushToDisk: true);
-        EventFiles.SyncDirectory(_dir);
+        SpoolFiles.SyncDirectory(_dir);
         var old = _active;
         lock (_gate)
         {

@@ -1,5 +1,5 @@
-// EventFiles: the event log's file primitives: the spool's durable-file rules (SpoolFiles: private modes,
-// fsync of directories) and its CRC-32, plus the framing and whole-file replacement only the event log needs.
+// EventFiles: what only the event log needs on top of the spool's durable-file rules (SpoolFiles) and its CRC-32:
+// record framing and durable whole-file replacement.
 using System.Buffers;
 using System.Buffers.Binary;
 using Relay.Spool;
@@ -8,14 +8,9 @@ namespace Relay.Events;
 
 internal static class EventFiles
 {
-    public const UnixFileMode FileMode600 = SpoolFiles.FileMode600;
-    public const UnixFileMode DirMode700 = SpoolFiles.DirMode700;
-
     /// <summary>Frame header: i32 payload length, u32 CRC-32 of the payload.</summary>
     public const int FrameHeader = 8;
     public const int MaxRecord = 16 * 1024 * 1024;
-
-    public static void CreatePrivateDirectory(string path) => SpoolFiles.CreatePrivateDirectory(path);
 
     public static FileStream CreateNew(string path) => SpoolFiles.CreateNew(path, bufferSize: 0);
 
@@ -33,7 +28,7 @@ internal static class EventFiles
             fs.Flush(flushToDisk: true);
         }
         File.Move(tmp, path, overwrite: true);
-        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        SpoolFiles.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
     public static void WriteFrame(IBufferWriter<byte> buffer, ReadOnlySpan<byte> payload)
@@ -44,6 +39,4 @@ internal static class EventFiles
         payload.CopyTo(span[FrameHeader..]);
         buffer.Advance(FrameHeader + payload.Length);
     }
-
-    public static void SyncDirectory(string path) => SpoolFiles.SyncDirectory(path);
 }

@@ -100,7 +100,7 @@ public sealed class WebhookDispatcher : IAsyncDisposable
     public Task StartAsync(CancellationToken cancellationToken)
     {
         if (_stopping is not null) throw new InvalidOperationException("already started");
-        EventFiles.CreatePrivateDirectory(_cursorDir);
+        SpoolFiles.CreatePrivateDirectory(_cursorDir);
         var last = _log.LastSequence;
         foreach (var w in _workers)
         {

@@ -497,28 +497,7 @@ public sealed class FileSpool : ISpoolStore
             if (!TryGet(id, out var m)) return false;
             ApplyChanges(m, id, changes);
             completed = m.FinalizedTicks == 0 && m.Slots.All(s => s.Status != RecipientStatus.Pending && s.Reported);
-            if (!completed)
-            {
-                durable = _journal.Append(JournalRecords.Update(id, changes), null);
-            }
-            else
-            {
-                keep = m.Slots.Any(s => s.Status is RecipientStatus.Failed or RecipientStatus.Expired);
-                if (keep)
-                {
-                    // The dead letter keeps its reasons: the state and the dead-letter mark share one group commit.
-                    m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
-                    _deadLetters.Enqueue((m, m.FinalizedTicks));
-                    _journal.Append(JournalRecords.Update(id, changes), null);
-                    durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
-                }
-                else
-                {
-                    // Delivered and reported everywhere: the removal alone says it all.
-                    Forget(m);
-                    durable = _journal.Append(JournalRecords.Remove(id), null);
-                }
-            }
+            durable = completed ? CompleteLocked(m, id, changes, out keep) : _journal.Append(JournalRecords.Update(id, changes), null);
         }
         await durable;
         if (completed && !keep) DeleteFile(id);
@@ -532,21 +511,29 @@ public sealed class FileSpool : ISpoolStore
         lock (_gate)
         {
             if (!TryGet(id, out var m) || m.FinalizedTicks != 0) return;
-            keep = m.Slots.Any(s => s.Status is RecipientStatus.Failed or RecipientStatus.Expired);
-            if (keep)
-            {
-                m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
-                _deadLetters.Enqueue((m, m.FinalizedTicks));
-                durable = _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
-            }
-            else
-            {
-                Forget(m);
-                durable = _journal.Append(JournalRecords.Remove(id), null);
-            }
+            durable = CompleteLocked(m, id, null, out keep);
         }
         await durable;
         if (!keep) DeleteFile(id);
+    }
+
+    /// <summary>
+    /// Under _gate: keeps the message as a dead letter when any recipient failed or expired, else forgets it.
+    /// <paramref name="changes"/> (already applied in memory) are journaled only for a dead letter, which keeps
+    /// its reasons, in the same group commit as its mark; a removal alone says all there is.
+    /// </summary>
+    private Task CompleteLocked(SpooledMessage m, string id, IReadOnlyList<RecipientChange>? changes, out bool keep)
+    {
+        keep = m.Slots.Any(s => s.Status is RecipientStatus.Failed or RecipientStatus.Expired);
+        if (!keep)
+        {
+            Forget(m);
+            return _journal.Append(JournalRecords.Remove(id), null);
+        }
+        if (changes is not null) _journal.Append(JournalRecords.Update(id, changes), null);
+        m.FinalizedTicks = _clock.GetUtcNow().UtcTicks;
+        _deadLetters.Enqueue((m, m.FinalizedTicks));
+        return _journal.Append(JournalRecords.DeadLetter(id, m.FinalizedTicks), null);
     }
 
     public async ValueTask QuarantineAsync(string id, string reason, CancellationToken cancellationToken)

@@ -120,8 +120,8 @@ public sealed class EventLogTests : IDisposable
         Assert.Equal(200, log.MessageCount);
         Assert.True(log.SyncCount < 200, $"{log.SyncCount} fsyncs for 200 appends: no group commit");
         if (OperatingSystem.IsWindows()) return;   // no Unix modes there
-        Assert.Equal(EventFiles.DirMode700, File.GetUnixFileMode(EventsDir));
-        Assert.All(Directory.GetFiles(EventsDir), f => Assert.Equal(EventFiles.FileMode600, File.GetUnixFileMode(f)));
+        Assert.Equal(SpoolFiles.DirMode700, File.GetUnixFileMode(EventsDir));
+        Assert.All(Directory.GetFiles(EventsDir), f => Assert.Equal(SpoolFiles.FileMode600, File.GetUnixFileMode(f)));
     }
 
     [Fact]

@@ -127,7 +127,7 @@ public sealed class WebhookTests : IDisposable
         // Each event acknowledged exactly once, in order: 1 and 2 were not sent again.
         Assert.Equal([1L, 2, 3, 4, 5, 6, 7, 8, 9], receiver.Accepted.Select(c => c.EventId));
         Assert.All(receiver.Calls, c => Assert.True(c.SignatureValid(Secret)));
-        if (!OperatingSystem.IsWindows()) Assert.Equal(EventFiles.FileMode600, File.GetUnixFileMode(Directory.GetFiles(Path.Combine(EventsDir, "webhooks")).Single()));
+        if (!OperatingSystem.IsWindows()) Assert.Equal(SpoolFiles.FileMode600, File.GetUnixFileMode(Directory.GetFiles(Path.Combine(EventsDir, "webhooks")).Single()));
     }
 
     [Fact]

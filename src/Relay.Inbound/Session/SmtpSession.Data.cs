@@ -2,6 +2,7 @@
 // context (headers, subject, size), decide the priority and answer 250 only after the commit.
 using System.Security.Cryptography;
 using System.Text;
+using Microsoft.Extensions.Logging;
 using MimeKit;
 using MimeKit.Utils;
 using Relay.Inbound.Content;
@@ -290,8 +291,9 @@ internal sealed partial class SmtpSession
                 return reply;
             }
 
-            _runtime.Logger.Queued(message.Id, transaction.Sender, envelope.Size, recipients.Count, priority,
-                string.Join(',', recipients.Select(r => r.Schedule).Distinct()));
+            if (_runtime.Logger.IsEnabled(LogLevel.Information))   // the schedule list is built only when logged
+                _runtime.Logger.Queued(message.Id, transaction.Sender, envelope.Size, recipients.Count, priority,
+                    string.Join(',', recipients.Select(r => r.Schedule).Distinct()));
             return SmtpReplies.Queued(message.Id);
         }
         finally
