@@ -83,8 +83,10 @@ public sealed class FileSpool : ISpoolStore
     private void Recover()
     {
         var started = Stopwatch.GetTimestamp();
-        foreach (var payload in _journal.Replay()) ApplyRecord(payload);
+        var bodies = new Dictionary<string, (int Segment, long Offset)>(StringComparer.Ordinal);
+        foreach (var (payload, segment, offset) in _journal.Replay()) ApplyRecord(payload, segment, offset, bodies);
         SweepMessageFiles();
+        if (bodies.Count > 0) RescueInline(bodies);
         long pending = 0;
         var live = new SpooledMessage[_index.Count];   // sorted in place: no LINQ buffers at a million messages
         _index.Values.CopyTo(live, 0);
@@ -109,7 +111,7 @@ public sealed class FileSpool : ISpoolStore
         _log.Opened(Root, _index.Count, pending, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
-    private void ApplyRecord(byte[] payload)
+    private void ApplyRecord(byte[] payload, int segment, long offset, Dictionary<string, (int, long)> bodies)
     {
         try
         {
@@ -118,9 +120,22 @@ public sealed class FileSpool : ISpoolStore
             switch (type)
             {
                 case RecordType.Message:
+                {
                     var m = ReadMessage(r);
+                    // Its bytes: the Body record just before it (commit); else, for a Message record that replaces
+                    // the entry (requeue), where the entry had them; a snapshot's Body records follow and link below.
+                    if (bodies.Remove(m.Id, out var at)) (m.BodySegment, m.BodyOffset) = at;
+                    else if (_index.TryGetValue(m.Key, out var old)) (m.BodySegment, m.BodyOffset) = (old.BodySegment, old.BodyOffset);
                     _index[m.Key] = m;
                     break;
+                }
+                case RecordType.Body:
+                {
+                    var id = JournalRecords.BodyId(payload);
+                    if (TryGet(id, out var m)) (m.BodySegment, m.BodyOffset) = (segment, offset);
+                    else bodies[id] = (segment, offset);
+                    break;
+                }
                 case RecordType.Update:
                 {
                     var id = r.ReadString();
@@ -238,12 +253,47 @@ public sealed class FileSpool : ISpoolStore
         }
     }
 
-    private void WriteSnapshot(Action<byte[]> emit)
+    /// <summary>
+    /// Body records without a Message record after replay: normally a torn tail (never acknowledged), ignored.
+    /// When the journal was damaged, one may be acknowledged mail whose record was lost: rescued, as files are.
+    /// </summary>
+    private void RescueInline(Dictionary<string, (int Segment, long Offset)> bodies)
     {
-        // Called by the journal with _gate held.
+        if (!_journal.HadCorruption) return;
+        foreach (var (id, (segment, offset)) in bodies)
+        {
+            if (!MessageId.TryParse(id, out var key) || _index.ContainsKey(key)) continue;
+            try
+            {
+                var payload = _journal.ReadBody(segment, offset);
+                var (envelope, _) = MessageFile.ReadEnvelope(payload.AsSpan(JournalRecords.BodyImageStart), id);
+                if (envelope.Id != id) continue;
+                var m = new SpooledMessage(_gate, key, QueuedSince(envelope), envelope.Priority, ++_sequence, SlotsFor(envelope))
+                {
+                    BodySegment = segment,
+                    BodyOffset = offset,
+                };
+                _index[m.Key] = m;
+                _journal.Append(JournalRecords.Message(m), null);   // written once the journal starts; the Body stays where it is
+                _log.Rescued(m.Id);
+            }
+            catch (IOException e) { _log.Quarantined(id, e.Message); }
+        }
+    }
+
+    private List<SpooledMessage> WriteSnapshot(Action<byte[]> emit)
+    {
+        // Called by the journal with _gate held; returns the inline messages whose bodies it must copy.
         var live = new List<SpooledMessage>(_index.Values);
         live.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));   // replay order = FIFO order
-        foreach (var m in live) emit(JournalRecords.Message(m));
+        var inline = new List<SpooledMessage>();
+        foreach (var m in live)
+        {
+            if (m.BodySegment < 0) continue;   // its commit's journal write failed: it is about to be dropped
+            emit(JournalRecords.Message(m));
+            if (m.BodySegment > 0) inline.Add(m);
+        }
+        return inline;
     }
 
     // ---------------------------------------------------------------- writing
@@ -258,7 +308,14 @@ public sealed class FileSpool : ISpoolStore
             try
             {
                 if (_options.Fault?.Invoke("data") is { } fault) throw fault;
-                return new IncomingMessage(this, id, path, SpoolFiles.CreateNew(path));
+                if (_options.InlineLimit > 0)
+                {
+                    // Its file, if it ever needs one, is created when it outgrows the limit (CreateNew still
+                    // refuses an id in use then); an id the index already holds is skipped here.
+                    lock (_gate) if (_index.ContainsKey(MessageId.Parse(id))) continue;
+                    return new IncomingMessage(this, id, path, null, Math.Min(_options.InlineLimit, 16 << 20));
+                }
+                return new IncomingMessage(this, id, path, SpoolFiles.CreateNew(path), 0);
             }
             catch (IOException) when (File.Exists(path) && tries < 8) { }   // id collision: take the next one
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -317,7 +374,11 @@ public sealed class FileSpool : ISpoolStore
         return slots;
     }
 
-    internal async Task CommitAsync(IncomingMessage incoming, MessageEnvelope envelope, FileStream file)
+    /// <summary>
+    /// Indexes the message and waits for its group commit: with <paramref name="inline"/> (a Body record) the
+    /// bytes go into the journal itself; else <paramref name="file"/> and its directory are fsynced with the batch.
+    /// </summary>
+    internal async Task CommitAsync(IncomingMessage incoming, MessageEnvelope envelope, FileStream? file, byte[]? inline)
     {
         var slots = SlotsFor(envelope);
         SpooledMessage m;
@@ -328,7 +389,12 @@ public sealed class FileSpool : ISpoolStore
             m = new SpooledMessage(_gate, MessageId.Parse(incoming.Id), QueuedSince(envelope), envelope.Priority, ++_sequence, slots);
             _index[m.Key] = m;
             foreach (var s in slots) PendingBox(s.Route.Queue).Value++;
-            durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path), file);
+            if (inline is not null)
+            {
+                m.BodySegment = -1;   // the journal writer sets where once the batch is durable
+                durable = _journal.AppendInline(inline, m, JournalRecords.Message(m));
+            }
+            else durable = _journal.Append(JournalRecords.Message(m), Path.GetDirectoryName(incoming.Path), file);
         }
         try
         {
@@ -420,17 +486,40 @@ public sealed class FileSpool : ISpoolStore
     public async ValueTask<Stream> OpenContentAsync(string id, CancellationToken cancellationToken)
     {
         var file = await OpenCheckedAsync(id, cancellationToken);
-        return new BodyStream(file.Stream, file.BodyLength);
+        return file.Stream as MemoryStream ?? (Stream)new BodyStream((FileStream)file.Stream, file.BodyLength);
     }
 
-    private sealed record CheckedFile(FileStream Stream, MessageEnvelope Envelope, long BodyLength) : IDisposable
+    private sealed record CheckedFile(Stream Stream, MessageEnvelope Envelope, long BodyLength) : IDisposable
     {
         public void Dispose() => Stream.Dispose();
     }
 
-    /// <summary>Opens the message file and reads its envelope; throws on any problem, quarantines nothing.</summary>
+    /// <summary>Opens the message (its Body record or its file) and reads its envelope; throws on any problem, quarantines nothing.</summary>
     private CheckedFile OpenUnchecked(string id)
     {
+        for (var tries = 0; ; tries++)
+        {
+            int segment;
+            long offset;
+            lock (_gate)
+            {
+                if (!TryGet(id, out var m)) break;   // gone (or never here): look for a file, which reports it missing
+                (segment, offset) = (m.BodySegment, m.BodyOffset);
+            }
+            if (segment == 0) break;
+            if (segment < 0) throw new SpoolNotReadyException($"{id}: not committed yet");
+            try
+            {
+                var payload = _journal.ReadBody(segment, offset);
+                if (JournalRecords.BodyId(payload) != id) throw new SpoolCorruptException($"{id}: its journal record names another message");
+                var image = payload.AsSpan(JournalRecords.BodyImageStart);
+                var (envelope, bodyLength) = MessageFile.ReadEnvelope(image, id);
+                if (envelope.Id != id) throw new SpoolCorruptException($"{id}: envelope names {envelope.Id}");
+                return new CheckedFile(new MemoryStream(payload, JournalRecords.BodyImageStart, (int)bodyLength, writable: false),
+                                       envelope, bodyLength);
+            }
+            catch (FileNotFoundException) when (tries < 3) { }   // a compaction moved it meanwhile: read its new place
+        }
         var path = PathOf(id);
         var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.Asynchronous);
         try
@@ -452,7 +541,7 @@ public sealed class FileSpool : ISpoolStore
         {
             return OpenUnchecked(id);
         }
-        catch (Exception e) when (e is IOException and not SpoolCorruptException || e is SpoolCorruptException || e is UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException and not SpoolNotReadyException || e is UnauthorizedAccessException)
         {
             var reason = e is FileNotFoundException or DirectoryNotFoundException ? "message file missing" : e.Message;
             await QuarantineAsync(id, reason, cancellationToken);
@@ -492,15 +581,16 @@ public sealed class FileSpool : ISpoolStore
     {
         Task durable;
         bool completed, keep = false;
+        SpooledMessage? m;
         lock (_gate)
         {
-            if (!TryGet(id, out var m)) return false;
+            if (!TryGet(id, out m)) return false;
             ApplyChanges(m, id, changes);
             completed = m.FinalizedTicks == 0 && m.Slots.All(s => s.Status != RecipientStatus.Pending && s.Reported);
             durable = completed ? CompleteLocked(m, id, changes, out keep) : _journal.Append(JournalRecords.Update(id, changes), null);
         }
         await durable;
-        if (completed && !keep) DeleteFile(id);
+        if (completed && !keep) DeleteFile(m);
         return completed;
     }
 
@@ -508,13 +598,14 @@ public sealed class FileSpool : ISpoolStore
     {
         Task durable;
         bool keep;
+        SpooledMessage? m;
         lock (_gate)
         {
-            if (!TryGet(id, out var m) || m.FinalizedTicks != 0) return;
+            if (!TryGet(id, out m) || m.FinalizedTicks != 0) return;
             durable = CompleteLocked(m, id, null, out keep);
         }
         await durable;
-        if (!keep) DeleteFile(id);
+        if (!keep) DeleteFile(m);
     }
 
     /// <summary>
@@ -539,13 +630,22 @@ public sealed class FileSpool : ISpoolStore
     public async ValueTask QuarantineAsync(string id, string reason, CancellationToken cancellationToken)
     {
         Task durable;
+        int segment;
+        long offset;
         lock (_gate)
         {
             if (!TryGet(id, out var m)) return;
             Forget(m);
+            (segment, offset) = (m.BodySegment, m.BodyOffset);
             durable = _journal.Append(JournalRecords.Quarantine(id, reason), null);
         }
         _log.Quarantined(id, reason);
+        // An inline message leaves what its record holds (body, envelope, footer: a message file's layout) for the operator.
+        if (segment > 0 && _journal.ReadRawRecord(segment, offset) is { Length: > JournalRecords.BodyImageStart } raw)
+        {
+            try { File.WriteAllBytes(Path.Combine(_quarantineDir, id), raw.AsSpan(JournalRecords.BodyImageStart)); }
+            catch (IOException e) { _log.QuarantineFailed(id, e.Message); }
+        }
         MoveToQuarantine(PathOf(id), id, reason);
         await durable;
     }
@@ -553,14 +653,15 @@ public sealed class FileSpool : ISpoolStore
     public async ValueTask<bool> RemoveAsync(string id, CancellationToken cancellationToken)
     {
         Task durable;
+        SpooledMessage? m;
         lock (_gate)
         {
-            if (!TryGet(id, out var m)) return false;
+            if (!TryGet(id, out m)) return false;
             Forget(m);
             durable = _journal.Append(JournalRecords.Remove(id), null);
         }
         await durable;
-        DeleteFile(id);
+        DeleteFile(m);
         return true;
     }
 
@@ -636,7 +737,7 @@ public sealed class FileSpool : ISpoolStore
 
     public async ValueTask<int> PurgeDeadLettersAsync(DateTimeOffset now, CancellationToken cancellationToken)
     {
-        var purged = new List<string>();
+        var purged = new List<SpooledMessage>();
         Task durable = Task.CompletedTask;
         lock (_gate)
         {
@@ -649,12 +750,12 @@ public sealed class FileSpool : ISpoolStore
                 _deadLetters.Dequeue();
                 if (stale) continue;
                 Forget(m);
-                purged.Add(m.Id);
+                purged.Add(m);
                 durable = _journal.Append(JournalRecords.Remove(m.Id), null);
             }
         }
         await durable;
-        foreach (var id in purged) DeleteFile(id);
+        foreach (var m in purged) DeleteFile(m);
         return purged.Count;
     }
 
@@ -669,10 +770,11 @@ public sealed class FileSpool : ISpoolStore
         }
     }
 
-    private void DeleteFile(string id)
+    private void DeleteFile(SpooledMessage m)
     {
-        try { File.Delete(PathOf(id)); }
-        catch (IOException e) { _log.DeleteFailed(id, e.Message); }   // the next start deletes it as an orphan
+        if (m.BodySegment != 0) return;   // inline in the journal: its record goes with the next compaction
+        try { File.Delete(PathOf(m.Id)); }
+        catch (IOException e) { _log.DeleteFailed(m.Id, e.Message); }   // the next start deletes it as an orphan
     }
 
     private void MoveToQuarantine(string path, string id, string reason)

@@ -1,11 +1,15 @@
-// IncomingMessage: one message being received into the file spool. Bytes go straight into the message file;
-// CommitAsync appends the envelope and footer, fsyncs the file, then waits for the journal's group commit.
-using Microsoft.Extensions.Logging;
+// IncomingMessage: one message being received into the file spool. A small message is gathered in memory and
+// committed inline in the journal (one fsync for the whole group commit, no file of its own); one that outgrows
+// FileSpoolOptions.InlineLimit spills into its own message file, which CommitAsync completes with envelope and
+// footer before the journal's group commit fsyncs it.
+using System.Buffers;
 
 namespace Relay.Spool;
 
-internal sealed class IncomingMessage(FileSpool spool, string id, string path, FileStream file) : IIncomingMessage
+internal sealed class IncomingMessage(FileSpool spool, string id, string path, FileStream? file, int inlineLimit) : IIncomingMessage
 {
+    private FileStream? _file = file;
+    private byte[]? _buffer;   // the bytes so far while the message is small enough to go inline (pooled)
     private uint _crc;
     private bool _committed;
     private bool _failed;
@@ -21,7 +25,12 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
         try
         {
             if (spool.Fault("data") is { } fault) throw fault;
-            await file.WriteAsync(bytes, cancellationToken);
+            if (_file is null && Length + bytes.Length <= inlineLimit) Buffer(bytes.Span);
+            else
+            {
+                if (_file is null) await SpillAsync(cancellationToken);
+                await _file!.WriteAsync(bytes, cancellationToken);
+            }
             _crc = Crc32.Append(_crc, bytes.Span);
             Length += bytes.Length;
         }
@@ -32,19 +41,59 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
         }
     }
 
+    private void Buffer(ReadOnlySpan<byte> bytes)
+    {
+        var needed = (int)Length + bytes.Length;
+        if (_buffer is null || _buffer.Length < needed)
+        {
+            var grown = ArrayPool<byte>.Shared.Rent(Math.Min(inlineLimit, Math.Max(needed, Math.Max(16 * 1024, 2 * (_buffer?.Length ?? 0)))));
+            if (_buffer is not null)
+            {
+                _buffer.AsSpan(0, (int)Length).CopyTo(grown);
+                ArrayPool<byte>.Shared.Return(_buffer);
+            }
+            _buffer = grown;
+        }
+        bytes.CopyTo(_buffer.AsSpan((int)Length));
+    }
+
+    /// <summary>Too big to go inline: from here on the message streams into its own file.</summary>
+    private async ValueTask SpillAsync(CancellationToken cancellationToken)
+    {
+        _file = SpoolFiles.CreateNew(path);
+        if (_buffer is null) return;
+        await _file.WriteAsync(_buffer.AsMemory(0, (int)Length), cancellationToken);
+        ReturnBuffer();
+    }
+
     public async Task CommitAsync(MessageEnvelope envelope, CancellationToken cancellationToken = default)
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(envelope);
         if (envelope.Recipients.Count == 0) throw new ArgumentException("a message needs at least one recipient", nameof(envelope));
         var stored = envelope with { Id = id, Size = Length };
+        byte[]? inline = null;
         try
         {
             if (spool.Fault("data") is { } fault) throw fault;
             var json = MessageFile.SerializeEnvelope(stored);
-            await file.WriteAsync(json, cancellationToken);
-            await file.WriteAsync(MessageFile.Footer(Length, json.Length, Crc32.Compute(json), _crc), cancellationToken);
-            await file.FlushAsync(cancellationToken);   // to the OS; the journal writer fsyncs it with its batch
+            var footer = MessageFile.Footer(Length, json.Length, Crc32.Compute(json), _crc);
+            if (_file is null)
+            {
+                // The Body record: the same image a message file holds (body, envelope, footer), in the journal.
+                inline = JournalRecords.Body(id, (int)Length + json.Length + footer.Length);
+                var image = inline.AsSpan(JournalRecords.BodyImageStart);
+                _buffer.AsSpan(0, (int)Length).CopyTo(image);
+                json.CopyTo(image[(int)Length..]);
+                footer.CopyTo(image[((int)Length + json.Length)..]);
+                ReturnBuffer();
+            }
+            else
+            {
+                await _file.WriteAsync(json, cancellationToken);
+                await _file.WriteAsync(footer, cancellationToken);
+                await _file.FlushAsync(cancellationToken);   // to the OS; the journal writer fsyncs it with its batch
+            }
         }
         catch (Exception e) when (e is IOException and not SpoolWriteException || e is UnauthorizedAccessException)
         {
@@ -53,15 +102,22 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
         }
         try
         {
-            await spool.CommitAsync(this, stored, file);   // returns when file, directory and journal record are fsynced
+            await spool.CommitAsync(this, stored, _file, inline);   // returns when everything it needs is fsynced
             _committed = true;
-            await file.DisposeAsync();
+            if (_file is not null) await _file.DisposeAsync();
         }
         catch (SpoolWriteException)
         {
             _failed = true;
             throw;
         }
+    }
+
+    private void ReturnBuffer()
+    {
+        if (_buffer is null) return;
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = null;
     }
 
     private void ThrowIfUnusable()
@@ -75,7 +131,9 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
     {
         if (_disposed) return;
         _disposed = true;
-        await file.DisposeAsync();
+        ReturnBuffer();
+        if (_file is null) return;
+        await _file.DisposeAsync();
         if (_committed) return;
         try { File.Delete(path); }
         catch (IOException) { }   // left behind: deleted as an orphan at the next start

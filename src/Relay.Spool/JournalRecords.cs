@@ -18,6 +18,12 @@ internal enum RecordType : byte
     Reroute = 6,
     /// <summary>Last record of a complete snapshot segment.</summary>
     SnapshotEnd = 7,
+    /// <summary>
+    /// The bytes of a small message (its message-file image: body, envelope, footer), kept in the journal itself
+    /// so that accepting it costs no file of its own. Written just before its first Message record, in the same
+    /// group commit; copied into every snapshot while the message lives.
+    /// </summary>
+    Body = 8,
 }
 
 internal static class JournalRecords
@@ -75,6 +81,23 @@ internal static class JournalRecords
         w.Flush();
         return ms.ToArray();
     }
+
+    /// <summary>Offset of the message-file image inside a Body payload: type byte, then the id as a BinaryWriter string.</summary>
+    public const int BodyImageStart = 2 + MessageId.Length;
+
+    /// <summary>A Body record with room for an image of <paramref name="imageLength"/> bytes, to be filled at BodyImageStart.</summary>
+    public static byte[] Body(string id, int imageLength)
+    {
+        if (id.Length != MessageId.Length) throw new ArgumentException("not a queue id", nameof(id));
+        var payload = new byte[BodyImageStart + imageLength];
+        payload[0] = (byte)RecordType.Body;
+        payload[1] = MessageId.Length;   // BinaryWriter's 7-bit length prefix of a 16-character ASCII string
+        System.Text.Encoding.ASCII.GetBytes(id, payload.AsSpan(2));
+        return payload;
+    }
+
+    /// <summary>The id of a Body payload.</summary>
+    public static string BodyId(byte[] payload) => System.Text.Encoding.ASCII.GetString(payload, 2, MessageId.Length);
 
     public static byte[] Remove(string id) => IdRecord(RecordType.Remove, id, null, 0);
     public static byte[] DeadLetter(string id, long finalizedTicks) => IdRecord(RecordType.DeadLetter, id, null, finalizedTicks);

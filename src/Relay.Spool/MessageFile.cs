@@ -44,27 +44,43 @@ internal static class MessageFile
         if (length < FooterLength) throw new SpoolCorruptException($"{file.Name}: truncated ({length} bytes, no footer)");
         Span<byte> footer = stackalloc byte[FooterLength];
         RandomAccess.Read(file.SafeFileHandle, footer, length - FooterLength);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(footer) != Magic)
-            throw new SpoolCorruptException($"{file.Name}: truncated or damaged (no footer)");
-        if (BinaryPrimitives.ReadUInt32LittleEndian(footer[4..]) != Version)
-            throw new SpoolCorruptException($"{file.Name}: unknown format version");
-        var bodyLength = BinaryPrimitives.ReadInt64LittleEndian(footer[8..]);
-        var envLength = BinaryPrimitives.ReadInt32LittleEndian(footer[16..]);
-        var envCrc = BinaryPrimitives.ReadUInt32LittleEndian(footer[20..]);
-        if (bodyLength < 0 || envLength <= 0 || bodyLength + envLength + FooterLength != length)
-            throw new SpoolCorruptException($"{file.Name}: lengths in footer do not match the file size");
+        var (bodyLength, envLength, envCrc) = CheckFooter(footer, length, file.Name);
         var env = new byte[envLength];
         RandomAccess.Read(file.SafeFileHandle, env, bodyLength);
-        if (Crc32.Compute(env) != envCrc) throw new SpoolCorruptException($"{file.Name}: envelope checksum mismatch");
+        return (ParseEnvelope(env, envCrc, file.Name), bodyLength);
+    }
+
+    /// <summary>The same checks on an image held in memory (a message kept inline in the journal).</summary>
+    public static (MessageEnvelope Envelope, long BodyLength) ReadEnvelope(ReadOnlySpan<byte> image, string name)
+    {
+        if (image.Length < FooterLength) throw new SpoolCorruptException($"{name}: truncated ({image.Length} bytes, no footer)");
+        var (bodyLength, envLength, envCrc) = CheckFooter(image[^FooterLength..], image.Length, name);
+        return (ParseEnvelope(image.Slice((int)bodyLength, envLength), envCrc, name), bodyLength);
+    }
+
+    private static (long BodyLength, int EnvelopeLength, uint EnvelopeCrc) CheckFooter(ReadOnlySpan<byte> footer, long length, string name)
+    {
+        if (BinaryPrimitives.ReadUInt32LittleEndian(footer) != Magic)
+            throw new SpoolCorruptException($"{name}: truncated or damaged (no footer)");
+        if (BinaryPrimitives.ReadUInt32LittleEndian(footer[4..]) != Version)
+            throw new SpoolCorruptException($"{name}: unknown format version");
+        var bodyLength = BinaryPrimitives.ReadInt64LittleEndian(footer[8..]);
+        var envLength = BinaryPrimitives.ReadInt32LittleEndian(footer[16..]);
+        if (bodyLength < 0 || envLength <= 0 || bodyLength + envLength + FooterLength != length)
+            throw new SpoolCorruptException($"{name}: lengths in footer do not match the file size");
+        return (bodyLength, envLength, BinaryPrimitives.ReadUInt32LittleEndian(footer[20..]));
+    }
+
+    private static MessageEnvelope ParseEnvelope(ReadOnlySpan<byte> env, uint crc, string name)
+    {
+        if (Crc32.Compute(env) != crc) throw new SpoolCorruptException($"{name}: envelope checksum mismatch");
         try
         {
-            var envelope = JsonSerializer.Deserialize<MessageEnvelope>(env, Json)
-                           ?? throw new SpoolCorruptException($"{file.Name}: empty envelope");
-            return (envelope, bodyLength);
+            return JsonSerializer.Deserialize<MessageEnvelope>(env, Json) ?? throw new SpoolCorruptException($"{name}: empty envelope");
         }
         catch (JsonException e)
         {
-            throw new SpoolCorruptException($"{file.Name}: envelope unreadable: {e.Message}", e);
+            throw new SpoolCorruptException($"{name}: envelope unreadable: {e.Message}", e);
         }
     }
 }

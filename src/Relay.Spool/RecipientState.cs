@@ -58,6 +58,9 @@ public sealed record QueuedMessage(
 /// <summary>A stored entry could not be read (truncated, bad checksum, missing file). The spool quarantines it.</summary>
 public sealed class SpoolCorruptException(string message, Exception? inner = null) : IOException(message, inner);
 
+/// <summary>The message is still being committed (read only by views that look at the whole index).</summary>
+internal sealed class SpoolNotReadyException(string message) : IOException(message);
+
 /// <summary>
 /// A message in the spool as the scheduler sees it: fixed facts plus live, thread-safe reads of each
 /// recipient's durable state. Only the spool changes it (through <see cref="ISpoolStore.UpdateRecipientsAsync"/>).
@@ -70,6 +73,10 @@ public sealed class SpooledMessage
     internal readonly ulong Key;    // the 16-hex-digit queue id as a number (no string per message)
     private readonly sbyte _priority;
     internal bool Removed;
+    // Where the message's bytes are: 0 = its own file under msg/; else the journal segment (and the offset of its
+    // Body frame there) holding them inline. Set by the journal writer when the Body is durable, moved by compaction.
+    internal int BodySegment;
+    internal long BodyOffset;
 
     // ---- Owned by the one consumer of TakeCommitted (the scheduler loop); the spool never touches them.
     // Kept here (with each recipient's busy flag and version in its Slot) so the scheduler needs no second
@@ -174,12 +181,14 @@ internal sealed record Route(string Schedule, string Queue);
 /// <summary>Queue ids are 16 lowercase hex digits (11 of Unix milliseconds, a 20-bit counter): exactly a ulong.</summary>
 internal static class MessageId
 {
+    public const int Length = 16;
+
     public static string Format(ulong key) => key.ToString("x16");
 
     public static bool TryParse(ReadOnlySpan<char> id, out ulong key)
     {
         key = 0;
-        if (id.Length != 16) return false;
+        if (id.Length != Length) return false;
         foreach (var c in id)
         {
             int d = c is >= '0' and <= '9' ? c - '0' : c is >= 'a' and <= 'f' ? c - 'a' + 10 : -1;

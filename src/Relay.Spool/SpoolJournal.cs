@@ -30,7 +30,7 @@ internal sealed class SpoolJournal : IDisposable
     private bool _compactRequested;
     private volatile bool _stopping;
     private Thread? _writer;
-    private Action<Action<byte[]>>? _snapshotSource;
+    private Func<Action<byte[]>, List<SpooledMessage>>? _snapshotSource;
 
     public SpoolJournal(string dir, string quarantine, object gate, FileSpoolOptions options, ILogger log)
     {
@@ -55,6 +55,7 @@ internal sealed class SpoolJournal : IDisposable
         public readonly ArrayBufferWriter<byte> Buffer = new(64 * 1024);
         public readonly HashSet<string> Dirs = [];
         public readonly List<FileStream> Files = [];
+        public readonly List<(SpooledMessage Message, int Offset)> Bodies = [];   // inline bodies: frame offset in Buffer
         public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Count;
     }
@@ -63,8 +64,11 @@ internal sealed class SpoolJournal : IDisposable
 
     // ---------------------------------------------------------------- recovery
 
-    /// <summary>Replays the newest snapshot and every later segment, yielding record payloads in order.</summary>
-    public IEnumerable<byte[]> Replay()
+    /// <summary>
+    /// Replays the newest snapshot and every later segment, yielding record payloads in order with where their
+    /// frame starts (segment number, offset): a Body record is read again from there when its message is sent.
+    /// </summary>
+    public IEnumerable<(byte[] Payload, int Segment, long Offset)> Replay()
     {
         foreach (var tmp in Directory.EnumerateFiles(_dir, "*.tmp")) File.Delete(tmp);   // unfinished snapshots
         var segments = Directory.EnumerateFiles(_dir, "*.log")
@@ -82,7 +86,8 @@ internal sealed class SpoolJournal : IDisposable
         for (var i = start; i < segments.Count; i++)
         {
             bytes += new FileInfo(segments[i].Path).Length;
-            foreach (var payload in ReadSegment(segments[i].Path, isLast: i == segments.Count - 1)) yield return payload;
+            foreach (var (payload, offset) in ReadSegment(segments[i].Path, isLast: i == segments.Count - 1))
+                yield return (payload, (int)segments[i].No, offset);
         }
         _bytesSinceSnapshot = bytes;
         // Many segments (one per restart) or a big log: compact soon, off the start-up path.
@@ -101,7 +106,7 @@ internal sealed class SpoolJournal : IDisposable
         catch (IOException) { return 255; }
     }
 
-    private IEnumerable<byte[]> ReadSegment(string path, bool isLast)
+    private IEnumerable<(byte[] Payload, long Offset)> ReadSegment(string path, bool isLast)
     {
         FileStream fs;
         try { fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20); }
@@ -147,13 +152,52 @@ internal sealed class SpoolJournal : IDisposable
                     continue;
                 }
                 if (payload[0] == (byte)RecordType.SnapshotEnd) { sawEnd = true; continue; }
-                yield return payload;
+                yield return (payload, pos);
             }
             if (!sawEnd) { _log.SegmentUnreadable(path, "snapshot without end record"); HadCorruption = true; }
         }
     }
 
-    private static bool KnownType(byte t) => t is >= 1 and <= 7;
+    private static bool KnownType(byte t) => t is >= 1 and <= 8;
+
+    /// <summary>Best effort, no checks: the payload bytes of the record at that place (for the quarantine), or null.</summary>
+    public byte[]? ReadRawRecord(int segment, long offset)
+    {
+        try
+        {
+            using var handle = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            Span<byte> frame = stackalloc byte[FrameHeader];
+            if (RandomAccess.Read(handle, frame, offset) < FrameHeader) return null;
+            var len = (int)Math.Clamp(BinaryPrimitives.ReadInt32LittleEndian(frame), 0, Math.Min(MaxRecord, RandomAccess.GetLength(handle) - offset - FrameHeader));
+            var payload = new byte[len];
+            return RandomAccess.Read(handle, payload, offset + FrameHeader) == len ? payload : null;
+        }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>
+    /// Reads the Body record whose frame starts at <paramref name="offset"/> of segment <paramref name="segment"/>
+    /// and checks its CRC. A segment deleted by a compaction in the meantime throws FileNotFoundException.
+    /// </summary>
+    /// <exception cref="SpoolCorruptException">No whole, checksummed Body record there.</exception>
+    public byte[] ReadBody(int segment, long offset)
+    {
+        var path = SegmentPath(segment);
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        Span<byte> frame = stackalloc byte[FrameHeader];
+        var length = RandomAccess.GetLength(handle);
+        if (offset + FrameHeader > length || RandomAccess.Read(handle, frame, offset) < FrameHeader)
+            throw new SpoolCorruptException($"{path}@{offset}: message record beyond the end of the segment");
+        var len = BinaryPrimitives.ReadInt32LittleEndian(frame);
+        if (len <= JournalRecords.BodyImageStart || len > MaxRecord || offset + FrameHeader + len > length)
+            throw new SpoolCorruptException($"{path}@{offset}: damaged message record");
+        var payload = new byte[len];
+        if (RandomAccess.Read(handle, payload, offset + FrameHeader) < len
+            || Crc32.Compute(payload) != BinaryPrimitives.ReadUInt32LittleEndian(frame[4..])
+            || payload[0] != (byte)RecordType.Body)
+            throw new SpoolCorruptException($"{path}@{offset}: message record checksum mismatch");
+        return payload;
+    }
 
     private static bool ReadExactly(Stream s, byte[] buffer)
     {
@@ -192,7 +236,7 @@ internal sealed class SpoolJournal : IDisposable
     // ---------------------------------------------------------------- writing
 
     /// <summary>Opens a fresh segment and starts the writer. Never appends behind an old (maybe torn) tail.</summary>
-    public void Start(Action<Action<byte[]>> snapshotSource)
+    public void Start(Func<Action<byte[]>, List<SpooledMessage>> snapshotSource)
     {
         _snapshotSource = snapshotSource;
         _activeNo++;
@@ -227,6 +271,25 @@ internal sealed class SpoolJournal : IDisposable
             WriteFrame(b.Buffer, payload);
             if (syncDir is not null) b.Dirs.Add(syncDir);
             if (syncFile is not null) b.Files.Add(syncFile);
+            b.Count++;
+            _signal.Set();
+            return b.Done.Task;
+        }
+    }
+
+    /// <summary>
+    /// Queues the Body record of a small message and its first Message record in the same batch (so neither is
+    /// ever durable without the other); the writer sets the message's body location once they are durable.
+    /// </summary>
+    public Task AppendInline(byte[] body, SpooledMessage message, byte[] record)
+    {
+        if (_stopping) return Task.FromException(new SpoolWriteException("spool is shutting down"));
+        lock (_batchLock)
+        {
+            var b = _current;
+            b.Bodies.Add((message, b.Buffer.WrittenCount));
+            WriteFrame(b.Buffer, body);
+            WriteFrame(b.Buffer, record);
             b.Count++;
             _signal.Set();
             return b.Done.Task;
@@ -280,9 +343,15 @@ internal sealed class SpoolJournal : IDisposable
             else if (batch.Files.Count > 1)
                 Parallel.ForEach(batch.Files, new ParallelOptions { MaxDegreeOfParallelism = 16 }, f => f.Flush(flushToDisk: true));
             foreach (var dir in batch.Dirs) SpoolFiles.SyncDirectory(dir);
-            _active!.Write(batch.Buffer.WrittenSpan);
+            var start = _active!.Position;
+            _active.Write(batch.Buffer.WrittenSpan);
             _active.Flush(flushToDisk: true);
             Interlocked.Increment(ref SyncCount);
+            foreach (var (m, offset) in batch.Bodies)
+            {
+                m.BodyOffset = start + offset;
+                m.BodySegment = (int)_activeNo;
+            }
             _bytesSinceSnapshot += batch.Buffer.WrittenCount;
             batch.Done.TrySetResult();
         }
@@ -304,35 +373,59 @@ internal sealed class SpoolJournal : IDisposable
     /// <summary>
     /// Writes the live state as snapshot segment N+1 while new appends go to N+2, then deletes segments ≤ N.
     /// A crash at any point leaves either the old segments or the complete snapshot (it is renamed into place
-    /// only after fsync), so replay is always consistent.
+    /// only after fsync), so replay is always consistent. The bodies of live inline messages are copied into the
+    /// snapshot (after their Message records; replay links them by id) outside the spool's lock: they never change.
     /// </summary>
     private void Compact()
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        Batch pending;
         long snapNo;
         FileStream snap;
         long count = 0;
+        var frame = new ArrayBufferWriter<byte>(1 << 16);
+        List<(SpooledMessage Message, int Segment, long Offset)> bodies;
         lock (_gate)
         {
+            Batch pending;
             lock (_batchLock)
             {
                 pending = _current;
                 _current = new Batch();
             }
+            // Records appended before the snapshot point go to segment N first, so that every inline body the
+            // snapshot must copy has a place on disk.
+            if (pending.Count > 0) WriteBatch(pending);
             snapNo = _activeNo + 1;
             snap = OpenSegment(SegmentPath(snapNo) + ".tmp", KindSnapshot);
-            var frame = new ArrayBufferWriter<byte>(1 << 16);
-            _snapshotSource!(payload =>
+            var inline = _snapshotSource!(payload =>
             {
                 WriteFrame(frame, payload);
                 count++;
                 if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
             });
-            WriteFrame(frame, JournalRecords.SnapshotEnd(count));
-            snap.Write(frame.WrittenSpan);
+            bodies = new List<(SpooledMessage, int, long)>(inline.Count);
+            foreach (var m in inline) bodies.Add((m, m.BodySegment, m.BodyOffset));
         }
-        if (pending.Count > 0) WriteBatch(pending);       // records appended before the snapshot point
+        var moved = new long[bodies.Count];
+        for (var i = 0; i < bodies.Count; i++)
+        {
+            var (m, segment, offset) = bodies[i];
+            byte[] body;
+            try { body = ReadBody(segment, offset); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                moved[i] = -1;   // damaged: its reader quarantines it as it would have before
+                _log.CorruptRecord(SegmentPath(segment), offset, 0);
+                continue;
+            }
+            snap.Write(frame.WrittenSpan);
+            frame.ResetWrittenCount();
+            moved[i] = snap.Position;
+            WriteFrame(frame, body);
+            count++;
+        }
+        WriteFrame(frame, JournalRecords.SnapshotEnd(count));
+        snap.Write(frame.WrittenSpan);
         snap.Flush(flushToDisk: true);
         var size = snap.Length;
         snap.Dispose();
@@ -342,6 +435,17 @@ internal sealed class SpoolJournal : IDisposable
         _active = OpenSegment(SegmentPath(_activeNo), KindLog);
         SpoolFiles.SyncDirectory(_dir);
         oldActive?.Dispose();
+        lock (_gate)
+        {
+            // From now on bodies are read from the snapshot; a reader still holding an old place retries.
+            for (var i = 0; i < bodies.Count; i++)
+            {
+                var (m, segment, offset) = bodies[i];
+                if (moved[i] < 0 || m.BodySegment != segment || m.BodyOffset != offset) continue;
+                m.BodySegment = (int)snapNo;
+                m.BodyOffset = moved[i];
+            }
+        }
         foreach (var p in Directory.EnumerateFiles(_dir, "*.log"))
         {
             if (long.TryParse(Path.GetFileNameWithoutExtension(p), out var n) && n < snapNo) TryDelete(p);

@@ -26,7 +26,7 @@ public sealed class BadInputTests : IAsyncLifetime
         Assert.False(string.IsNullOrEmpty(problem["title"]!.GetValue<string>()));
         foreach (var field in fields)
             Assert.True(problem["errors"]?[field] is not null, $"no error for '{field}' in {text}");
-        Assert.Equal(0, _h.MessageFiles);
+        Assert.Equal(0, _h.StoredMessages);
         Assert.Equal(0, _h.Spool.Count);
         Assert.Empty(_h.Events.Accepted);
     }
@@ -124,7 +124,7 @@ public sealed class BackPressureTests
         Assert.NotNull(full.Headers.RetryAfter);
         Assert.Contains("urgent", await full.Content.ReadAsStringAsync());
         Assert.Equal(0, h.Spool.Count);
-        Assert.Equal(0, h.MessageFiles);
+        Assert.Equal(0, h.StoredMessages);
         await h.SubmitAsync("""{ "from": "a@app.test", "to": "x@remote.test", "text": "t" }""");   // the default queue has room
     }
 }

@@ -33,7 +33,7 @@ public sealed class RateTests
         var retryAfter = third.Headers.RetryAfter!.Delta!.Value;
         Assert.InRange(retryAfter, TimeSpan.FromSeconds(25), TimeSpan.FromSeconds(30));
         Assert.Equal(2, h.Spool.Count);
-        Assert.Equal(2, h.MessageFiles);
+        Assert.Equal(2, h.StoredMessages);
         // Other clients are not limited by it.
         await h.SubmitAsync(Message(4));
     }

@@ -142,7 +142,7 @@ public sealed class ReviewFixTests
         var body = await ApiHarness.JsonAsync(response);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
         Assert.Contains("max-batch-size", body["detail"]!.GetValue<string>());
-        Assert.Equal(0, h.MessageFiles);
+        Assert.Equal(0, h.StoredMessages);
         Assert.Empty(h.Events.Accepted);
 
         // Under the limit a batch still goes through.
@@ -294,23 +294,33 @@ public sealed class ReviewFixTests
     }
 
     [Fact]
-    public async Task A_status_request_for_an_unreadable_message_file_never_quarantines_it()
+    public async Task A_status_request_for_an_unreadable_message_never_quarantines_it()
     {
         await using var h = await ApiHarness.StartAsync();
-        h.Events.FailAccepted = true;   // the status is answered from the spool's file
+        h.Events.FailAccepted = true;   // the status is answered from the spool's copy of the message
         var id = await h.SubmitAsync(Message);
-        var file = Path.Combine(h.Settings.Spool.Path, "msg", id[^1].ToString(), id);
-        var bytes = await File.ReadAllBytesAsync(file);
-        await File.WriteAllBytesAsync(file, bytes[..10]);   // unreadable for now (a stand-in for EMFILE and the like)
+        // Small messages live inside the journal: damage a byte of its record there (a stand-in for a read error).
+        var needle = System.Text.Encoding.ASCII.GetBytes(id);
+        var segment = Directory.EnumerateFiles(Path.Combine(h.Settings.Spool.Path, "journal"), "*.log")
+            .First(f => File.ReadAllBytes(f).AsSpan().IndexOf(needle) >= 0);
+        var at = File.ReadAllBytes(segment).AsSpan().IndexOf(needle) + needle.Length + 5;
+        void FlipByte()
+        {
+            using var fs = new FileStream(segment, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+            fs.Position = at;
+            var b = fs.ReadByte();
+            fs.Position = at;
+            fs.WriteByte((byte)(b ^ 0xFF));
+        }
+        FlipByte();
 
         using var unreadable = await h.SendAsync(HttpMethod.Get, $"/api/v1/messages/{id}", ApiHarness.AppToken);
         Assert.Equal(HttpStatusCode.NotFound, unreadable.StatusCode);
         Assert.NotNull(h.Spool.Find(id));                  // still queued: a read-only view quarantines nothing
-        Assert.True(File.Exists(file));
         var quarantine = Path.Combine(h.Settings.Spool.Path, "quarantine");
         Assert.False(Directory.Exists(quarantine) && Directory.EnumerateFileSystemEntries(quarantine).Any());
 
-        await File.WriteAllBytesAsync(file, bytes);         // the problem goes away: the status is back
+        FlipByte();                                        // the problem goes away: the status is back
         using var readable = await h.SendAsync(HttpMethod.Get, $"/api/v1/messages/{id}", ApiHarness.AppToken);
         Assert.Equal(HttpStatusCode.OK, readable.StatusCode);
         Assert.Equal(id, (await ApiHarness.JsonAsync(readable))["id"]!.GetValue<string>());

@@ -181,7 +181,7 @@ public sealed class SubmissionTests : IAsyncLifetime
         using var response = await _h.SendAsync(HttpMethod.Post, "/api/v1/messages:batch", ApiHarness.AppToken, $"[{items}]");
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
         Assert.Contains("at most 5", (await ApiHarness.JsonAsync(response))["detail"]!.GetValue<string>());
-        Assert.Equal(0, _h.MessageFiles);
+        Assert.Equal(0, _h.StoredMessages);
     }
 
     [Fact]

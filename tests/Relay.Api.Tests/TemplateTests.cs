@@ -53,7 +53,7 @@ public sealed class TemplateTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var errors = (await ApiHarness.JsonAsync(response))["errors"]!;
         Assert.Contains("nosuch", errors["template"]![0]!.GetValue<string>());
-        Assert.Equal(0, _h.MessageFiles);
+        Assert.Equal(0, _h.StoredMessages);
     }
 
     [Fact]
@@ -65,7 +65,7 @@ public sealed class TemplateTests : IAsyncLifetime
         Assert.True(errors.ContainsKey("vars.code"), errors.ToJsonString());
         Assert.True(errors.ContainsKey("vars.user"), errors.ToJsonString());
         Assert.False(errors.ContainsKey("vars.name"));
-        Assert.Equal(0, _h.MessageFiles);
+        Assert.Equal(0, _h.StoredMessages);
     }
 
     [Fact]

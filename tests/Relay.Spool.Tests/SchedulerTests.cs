@@ -387,7 +387,7 @@ public sealed class SchedulerTests
         await using var h = OneQueue(Schedule("default", "default", [M(1)]), threads: 1);
         var bad = await h.CommitAsync(5, R("a@x.test"));
         var good = await h.CommitAsync(0, R("b@x.test"));
-        File.WriteAllText(Path.Combine(h.Dir, "spool", "msg", bad[^1].ToString(), bad), "garbage");
+        SpoolDamage.CorruptInlineBody(Path.Combine(h.Dir, "spool"), bad);
         await h.StartAsync();
 
         Assert.Null(h.Spool.Find(good));

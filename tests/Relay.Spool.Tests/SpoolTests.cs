@@ -14,6 +14,9 @@ public sealed class SpoolTests : IDisposable
 
     private FileSpool Open(FileSpoolOptions? options = null) => FileSpool.Open(Root, options, _clock);
 
+    // Tests of message files: every message gets one (small ones otherwise go inline in the journal; InlineBodyTests).
+    private static readonly FileSpoolOptions Files = new() { InlineLimit = 0 };
+
     private Task<string> Commit(FileSpool spool, params string[] addresses) =>
         Messages.CommitAsync(spool, _clock.GetUtcNow(), 0, addresses.Select(a => (a, "default", "default")).ToArray());
 
@@ -40,7 +43,7 @@ public sealed class SpoolTests : IDisposable
     [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public async Task Spool_files_are_readable_by_the_owner_only()
     {
-        await using var spool = Open();
+        await using var spool = Open(Files);
         var id = await Commit(spool, "a@x.test");
 
         Assert.Equal(SpoolFiles.DirMode700, File.GetUnixFileMode(Root));
@@ -109,7 +112,7 @@ public sealed class SpoolTests : IDisposable
     [Fact]
     public async Task TryReadEnvelope_never_quarantines_an_unreadable_or_missing_file()
     {
-        await using var spool = Open();
+        await using var spool = Open(Files);
         var bad = await Commit(spool, "a@x.test");
         var good = await Commit(spool, "b@x.test");
         var path = Path.Combine(Root, "msg", bad[^1].ToString(), bad);
@@ -128,7 +131,7 @@ public sealed class SpoolTests : IDisposable
     [Fact]
     public async Task Truncated_message_file_is_quarantined_and_the_others_stay_readable()
     {
-        await using var spool = Open();
+        await using var spool = Open(Files);
         var bad = await Commit(spool, "a@x.test");
         var good = await Commit(spool, "b@x.test");
         var path = Path.Combine(Root, "msg", bad[^1].ToString(), bad);
@@ -149,7 +152,7 @@ public sealed class SpoolTests : IDisposable
     public async Task Corrupt_journal_record_is_skipped_quarantined_and_the_lost_message_rescued_from_its_file()
     {
         string[] ids;
-        await using (var spool = Open())
+        await using (var spool = Open(Files))
         {
             ids = [await Commit(spool, "a@x.test"), await Commit(spool, "b@x.test"), await Commit(spool, "c@x.test")];
         }
@@ -159,7 +162,7 @@ public sealed class SpoolTests : IDisposable
         bytes[at + 3] ^= 0xFF;   // damage the second record (its CRC no longer matches)
         File.WriteAllBytes(segment, bytes);
 
-        await using var reopened = Open();
+        await using var reopened = Open(Files);
         Assert.All(ids, id => Assert.NotNull(reopened.Find(id)));
         Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(Root, "quarantine"), "journal-*"));
         Assert.Equal(3, reopened.CountPending("default"));
@@ -182,7 +185,7 @@ public sealed class SpoolTests : IDisposable
     [Fact]
     public async Task Message_file_without_journal_record_was_never_acknowledged_and_is_deleted()
     {
-        await using (var spool = Open())
+        await using (var spool = Open(Files))
         {
             await using var m = spool.Begin();
             await m.WriteAsync(Messages.Body(m.Id));
@@ -225,7 +228,7 @@ public sealed class SpoolTests : IDisposable
     [Fact]
     public async Task Delivered_message_is_removed_and_failed_one_kept_as_dead_letter_until_retention_ends()
     {
-        await using var spool = Open(new FileSpoolOptions { Retention = TimeSpan.FromDays(7) });
+        await using var spool = Open(new FileSpoolOptions { Retention = TimeSpan.FromDays(7), InlineLimit = 0 });
         var delivered = await Commit(spool, "a@x.test");
         var failed = await Commit(spool, "b@x.test");
         await spool.UpdateRecipientsAsync(delivered, [new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, true)], default);
@@ -249,7 +252,7 @@ public sealed class SpoolTests : IDisposable
     public async Task Settle_completes_in_one_commit_only_when_every_recipient_is_final_and_reported_and_survives_reopen()
     {
         string delivered, failed, partial;
-        await using (var spool = Open())
+        await using (var spool = Open(Files))
         {
             delivered = await Commit(spool, "a@x.test");
             failed = await Commit(spool, "b@x.test", "c@x.test");
@@ -267,7 +270,7 @@ public sealed class SpoolTests : IDisposable
             Assert.NotNull(spool.Find(failed)!.FinalizedAt);
         }
 
-        await using var reopened = Open();
+        await using var reopened = Open(Files);
         Assert.Null(reopened.Find(delivered));
         var dead = reopened.Find(failed)!;
         Assert.NotNull(dead.FinalizedAt);

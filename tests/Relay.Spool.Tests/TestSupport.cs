@@ -210,3 +210,25 @@ public static class Eventually
         }
     }
 }
+
+/// <summary>Damages what a disk can: the stored bytes of a message kept inline in the journal.</summary>
+public static class SpoolDamage
+{
+    /// <summary>Flips one byte of <paramref name="id"/>'s body inside its journal Body record (its CRC no longer matches).</summary>
+    public static void CorruptInlineBody(string spoolRoot, string id)
+    {
+        var needle = System.Text.Encoding.ASCII.GetBytes(id);
+        foreach (var segment in Directory.EnumerateFiles(Path.Combine(spoolRoot, "journal"), "*.log"))
+        {
+            var bytes = File.ReadAllBytes(segment);
+            var at = bytes.AsSpan().IndexOf(needle);
+            if (at < 0) continue;
+            using var fs = new FileStream(segment, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+            fs.Position = at + needle.Length + 5;   // inside the body that follows the id
+            fs.WriteByte((byte)(bytes[at + needle.Length + 5] ^ 0xFF));
+            return;
+        }
+        throw new InvalidOperationException($"{id}: no journal record holds it");
+    }
+}
+

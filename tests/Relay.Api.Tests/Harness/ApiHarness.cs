@@ -155,8 +155,11 @@ public sealed class ApiHarness : IAsyncDisposable
 
     public Task<MessageEnvelope> EnvelopeAsync(string id) => Spool.ReadEnvelopeAsync(id, CancellationToken.None).AsTask();
 
-    /// <summary>Message files in the spool (committed or not): proves a refused request left nothing behind.</summary>
-    public int MessageFiles => System.IO.Directory.EnumerateFiles(Path.Combine(Settings.Spool.Path, "msg"), "*", SearchOption.AllDirectories).Count();
+    /// <summary>
+    /// Messages the spool holds plus message files on disk (a big message's file exists before its commit):
+    /// proves a refused request left nothing behind.
+    /// </summary>
+    public int StoredMessages => Spool.Count + System.IO.Directory.EnumerateFiles(Path.Combine(Settings.Spool.Path, "msg"), "*", SearchOption.AllDirectories).Count();
 
     public async ValueTask DisposeAsync()
     {

@@ -1,0 +1,213 @@
+// Inline bodies: small messages kept in the journal itself (no file of their own), through commit, read,
+// compaction, restart, damage and rescue; bigger ones spill into a message file.
+using Microsoft.Extensions.Time.Testing;
+
+namespace Relay.Spool.Tests;
+
+public sealed class InlineBodyTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly FakeTimeProvider _clock = new(Harness.Epoch);
+    private string Root => Path.Combine(_dir.Path, "spool");
+
+    public void Dispose() => _dir.Dispose();
+
+    private FileSpool Open(int inlineLimit = 64 * 1024) => FileSpool.Open(Root, new FileSpoolOptions { InlineLimit = inlineLimit }, _clock);
+
+    private int MessageFiles => Directory.EnumerateFiles(Path.Combine(Root, "msg"), "*", SearchOption.AllDirectories).Count();
+
+    private List<string> Segments => Directory.EnumerateFiles(Path.Combine(Root, "journal"), "*.log").Order().ToList();
+
+    /// <summary>Commits a message of <paramref name="size"/> bytes written in chunks of <paramref name="chunk"/>.</summary>
+    private async Task<(string Id, byte[] Bytes)> Commit(FileSpool spool, int size = 300, int chunk = 100, string rcpt = "a@x.test")
+    {
+        await using var m = spool.Begin();
+        var bytes = Messages.Body(m.Id, size);
+        for (var at = 0; at < bytes.Length; at += chunk) await m.WriteAsync(bytes.AsMemory(at, Math.Min(chunk, bytes.Length - at)));
+        await m.CommitAsync(new MessageEnvelope
+        {
+            Id = m.Id,
+            Sender = "sender@example.test",
+            ArrivedAt = _clock.GetUtcNow(),
+            Recipients = [new RecipientEntry { Address = rcpt, Schedule = "default", Queue = "default" }],
+        });
+        return (m.Id, bytes);
+    }
+
+    private static async Task<byte[]> Content(FileSpool spool, string id)
+    {
+        await using var content = await spool.OpenContentAsync(id, default);
+        using var copy = new MemoryStream();
+        await content.CopyToAsync(copy);
+        return copy.ToArray();
+    }
+
+    private static Task Deliver(FileSpool spool, string id) =>
+        spool.SettleAsync(id, [new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, true)], default).AsTask();
+
+    [Fact]
+    public async Task A_small_message_lives_in_the_journal_only_and_reads_back_exactly_after_a_restart()
+    {
+        (string Id, byte[] Bytes) small;
+        await using (var spool = Open())
+        {
+            small = await Commit(spool, 5000, 700);
+            Assert.Equal(0, MessageFiles);
+            Assert.Equal(small.Bytes, await Content(spool, small.Id));
+            Assert.Equal(5000, (await spool.ReadEnvelopeAsync(small.Id, default)).Size);
+        }
+        await using var reopened = Open();
+        Assert.Equal(small.Bytes, await Content(reopened, small.Id));
+        Assert.Equal(["a@x.test"], (await reopened.ReadEnvelopeAsync(small.Id, default)).Recipients.Select(r => r.Address));
+        Assert.Equal(1, reopened.CountPending("default"));
+    }
+
+    [Fact]
+    public async Task A_message_over_the_limit_spills_into_its_own_file_and_one_at_the_limit_stays_inline()
+    {
+        await using var spool = Open(inlineLimit: 1000);
+        var atLimit = await Commit(spool, 1000, 300);
+        Assert.Equal(0, MessageFiles);
+        var over = await Commit(spool, 1001, 300);   // crosses the limit in its last chunk: the buffered bytes move to the file
+        Assert.Equal(1, MessageFiles);
+        Assert.True(File.Exists(Path.Combine(Root, "msg", over.Id[^1].ToString(), over.Id)));
+        Assert.Equal(atLimit.Bytes, await Content(spool, atLimit.Id));
+        Assert.Equal(over.Bytes, await Content(spool, over.Id));
+
+        await Deliver(spool, over.Id);
+        Assert.Equal(0, MessageFiles);   // a file message still has its file deleted when it is done
+    }
+
+    [Fact]
+    public async Task Compaction_copies_live_bodies_into_the_snapshot_drops_delivered_ones_and_old_segments()
+    {
+        var live = new List<(string Id, byte[] Bytes)>();
+        await using (var spool = Open())
+        {
+            for (var i = 0; i < 40; i++)
+            {
+                var m = await Commit(spool, 2000 + i, 500);
+                if (i % 4 == 0) live.Add(m);
+                else await Deliver(spool, m.Id);
+            }
+            var before = Segments;
+            spool.RequestCompaction();
+            await Eventually.TrueAsync(() => !before.Any(File.Exists), because: "old segments deleted");
+            foreach (var (id, bytes) in live) Assert.Equal(bytes, await Content(spool, id));   // read from the snapshot now
+            Assert.Equal(0, MessageFiles);
+            // The snapshot holds the 10 live bodies, not the 30 delivered ones.
+            Assert.InRange(new FileInfo(Segments.First()).Length, 10 * 2000, 15 * 2000);
+        }
+        await using var reopened = Open();
+        Assert.Equal(10, reopened.Count);
+        foreach (var (id, bytes) in live) Assert.Equal(bytes, await Content(reopened, id));
+    }
+
+    [Fact]
+    public async Task Reads_running_through_compactions_never_fail_and_never_quarantine()
+    {
+        await using var spool = Open();
+        var messages = new List<(string Id, byte[] Bytes)>();
+        for (var i = 0; i < 20; i++) messages.Add(await Commit(spool, 3000 + i, 1000));
+        using var stop = new CancellationTokenSource();
+        var reads = 0;
+        var reader = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                foreach (var (id, bytes) in messages) Assert.Equal(bytes, await Content(spool, id));
+                Interlocked.Increment(ref reads);
+            }
+        });
+        for (var round = 0; round < 5; round++)
+        {
+            var before = Segments;
+            spool.RequestCompaction();
+            await Eventually.TrueAsync(() => !before.Any(File.Exists), because: $"compaction {round} finished");
+        }
+        await Eventually.TrueAsync(() => Volatile.Read(ref reads) >= 3, because: "the reader made progress");
+        stop.Cancel();
+        await reader;
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(Root, "quarantine")));
+        Assert.Equal(20, spool.Count);
+    }
+
+    [Fact]
+    public async Task A_damaged_body_is_quarantined_on_delivery_and_TryRead_never_quarantines_it()
+    {
+        await using var spool = Open();
+        var bad = await Commit(spool);
+        var good = await Commit(spool);
+        SpoolDamage.CorruptInlineBody(Root, bad.Id);
+
+        Assert.Null(await spool.TryReadEnvelopeAsync(bad.Id, default));
+        Assert.NotNull(spool.Find(bad.Id));
+        await Assert.ThrowsAsync<SpoolCorruptException>(async () => await spool.OpenContentAsync(bad.Id, default));
+        Assert.Null(spool.Find(bad.Id));
+        Assert.True(File.Exists(Path.Combine(Root, "quarantine", bad.Id + ".reason")));
+        var kept = File.ReadAllBytes(Path.Combine(Root, "quarantine", bad.Id));   // what the record held, for the operator
+        Assert.Equal(1, bad.Bytes.Zip(kept).Count(p => p.First != p.Second));   // the body with its one damaged byte
+        Assert.Equal(good.Bytes, await Content(spool, good.Id));
+    }
+
+    [Fact]
+    public async Task A_lost_message_record_is_rescued_from_its_body_record()
+    {
+        (string Id, byte[] Bytes) a, b, c;
+        await using (var spool = Open())
+        {
+            a = await Commit(spool);
+            b = await Commit(spool);
+            c = await Commit(spool);
+        }
+        // Damage b's Message record (the last place its id appears: its Body record, which names it too, comes first).
+        var segment = Segments.Single();
+        var bytes = File.ReadAllBytes(segment);
+        bytes[bytes.AsSpan().LastIndexOf(System.Text.Encoding.ASCII.GetBytes(b.Id)) + 3] ^= 0xFF;
+        File.WriteAllBytes(segment, bytes);
+
+        await using var reopened = Open();
+        Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(Root, "quarantine"), "journal-*"));
+        foreach (var (id, body) in new[] { a, b, c }) Assert.Equal(body, await Content(reopened, id));
+        Assert.Equal(3, reopened.CountPending("default"));
+    }
+
+    [Fact]
+    public async Task A_body_whose_message_record_was_torn_off_by_a_crash_was_never_acknowledged()
+    {
+        string kept;
+        int cut;
+        await using (var spool = Open())
+        {
+            kept = (await Commit(spool)).Id;
+            var torn = await Commit(spool);
+            var bytes = File.ReadAllBytes(Segments.Single());
+            cut = bytes.AsSpan().LastIndexOf(System.Text.Encoding.ASCII.GetBytes(torn.Id));   // inside its Message record
+        }
+        var segment = Segments.Single();
+        using (var fs = new FileStream(segment, FileMode.Open)) fs.SetLength(cut);
+
+        await using var reopened = Open();
+        Assert.Equal(1, reopened.Count);
+        Assert.NotNull(reopened.Find(kept));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(Root, "quarantine")));
+    }
+
+    [Fact]
+    public async Task A_requeued_dead_letter_keeps_its_body_through_compaction_and_restart()
+    {
+        (string Id, byte[] Bytes) dead;
+        await using (var spool = Open())
+        {
+            dead = await Commit(spool, 4000, 1000);
+            await spool.SettleAsync(dead.Id, [new RecipientChange(0, RecipientStatus.Failed, 1, null, new DeliveryError(550, "5.1.1", "no", null), 0, true)], default);
+            var before = Segments;
+            spool.RequestCompaction();
+            await Eventually.TrueAsync(() => !before.Any(File.Exists), because: "compacted");
+            Assert.True(await spool.ReopenAsync(dead.Id, [0], _clock.GetUtcNow(), default));   // a Message record that replaces the entry
+        }
+        await using var reopened = Open();
+        Assert.Null(reopened.Find(dead.Id)!.FinalizedAt);
+        Assert.Equal(dead.Bytes, await Content(reopened, dead.Id));
+    }
+}
