@@ -30,6 +30,7 @@ internal sealed class SpoolJournal : IDisposable
     private bool _compactRequested;
     private volatile bool _stopping;
     private Thread? _writer;
+    private Task _compaction = Task.CompletedTask;   // the snapshot being finished beside the writer (one at a time)
     private Func<Action<byte[]>, List<SpooledMessage>>? _snapshotSource;
 
     public SpoolJournal(string dir, string quarantine, object gate, FileSpoolOptions options, ILogger log)
@@ -318,7 +319,8 @@ internal sealed class SpoolJournal : IDisposable
             }
             if (batch.Count > 0) WriteBatch(batch);
             if (_stopping) break;
-            if (_compactRequested || _bytesSinceSnapshot > Math.Max(_options.CompactionBytes, 2 * _lastSnapshotBytes))
+            if (_compaction.IsCompleted
+                && (_compactRequested || _bytesSinceSnapshot > Math.Max(_options.CompactionBytes, 2 * _lastSnapshotBytes)))
             {
                 _compactRequested = false;
                 try { Compact(); }
@@ -373,8 +375,10 @@ internal sealed class SpoolJournal : IDisposable
     /// <summary>
     /// Writes the live state as snapshot segment N+1 while new appends go to N+2, then deletes segments ≤ N.
     /// A crash at any point leaves either the old segments or the complete snapshot (it is renamed into place
-    /// only after fsync), so replay is always consistent. The bodies of live inline messages are copied into the
-    /// snapshot (after their Message records; replay links them by id) outside the spool's lock: they never change.
+    /// only after fsync), so replay is always consistent. Only the snapshot point holds up commits (the spool's
+    /// lock, one small write per live message); copying the bodies of live inline messages into the snapshot
+    /// (after their Message records; replay links them by id) and its fsync run beside the writer, which
+    /// meanwhile commits into N+2.
     /// </summary>
     private void Compact()
     {
@@ -397,15 +401,48 @@ internal sealed class SpoolJournal : IDisposable
             if (pending.Count > 0) WriteBatch(pending);
             snapNo = _activeNo + 1;
             snap = OpenSegment(SegmentPath(snapNo) + ".tmp", KindSnapshot);
-            var inline = _snapshotSource!(payload =>
+            var oldActive = _active;
+            _activeNo = snapNo + 1;
+            _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+            oldActive?.Dispose();
+            try
             {
-                WriteFrame(frame, payload);
-                count++;
-                if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
-            });
-            bodies = new List<(SpooledMessage, int, long)>(inline.Count);
-            foreach (var m in inline) bodies.Add((m, m.BodySegment, m.BodyOffset));
+                var inline = _snapshotSource!(payload =>
+                {
+                    WriteFrame(frame, payload);
+                    count++;
+                    if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
+                });
+                bodies = new List<(SpooledMessage, int, long)>(inline.Count);
+                foreach (var m in inline) bodies.Add((m, m.BodySegment, m.BodyOffset));
+            }
+            catch
+            {
+                snap.Dispose();
+                TryDelete(SegmentPath(snapNo) + ".tmp");
+                throw;
+            }
         }
+        _bytesSinceSnapshot = 0;
+        _compaction = Task.Run(() =>
+        {
+            try { FinishSnapshot(snap, snapNo, frame, count, bodies, started); }
+            catch (Exception e)
+            {
+                _log.CompactionFailed(e.Message);
+                snap.Dispose();
+                TryDelete(SegmentPath(snapNo) + ".tmp");
+            }
+            finally
+            {
+                if (_compactRequested && !_stopping) _signal.Set();   // asked for again meanwhile: the writer starts it
+            }
+        });
+    }
+
+    private void FinishSnapshot(FileStream snap, long snapNo, ArrayBufferWriter<byte> frame, long count,
+                                List<(SpooledMessage Message, int Segment, long Offset)> bodies, long started)
+    {
         var moved = new long[bodies.Count];
         for (var i = 0; i < bodies.Count; i++)
         {
@@ -430,11 +467,7 @@ internal sealed class SpoolJournal : IDisposable
         var size = snap.Length;
         snap.Dispose();
         File.Move(SegmentPath(snapNo) + ".tmp", SegmentPath(snapNo));
-        var oldActive = _active;
-        _activeNo = snapNo + 1;
-        _active = OpenSegment(SegmentPath(_activeNo), KindLog);
         SpoolFiles.SyncDirectory(_dir);
-        oldActive?.Dispose();
         lock (_gate)
         {
             // From now on bodies are read from the snapshot; a reader still holding an old place retries.
@@ -451,7 +484,6 @@ internal sealed class SpoolJournal : IDisposable
             if (long.TryParse(Path.GetFileNameWithoutExtension(p), out var n) && n < snapNo) TryDelete(p);
         }
         _lastSnapshotBytes = size;
-        _bytesSinceSnapshot = 0;
         _log.Compacted(count, size, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
@@ -472,6 +504,7 @@ internal sealed class SpoolJournal : IDisposable
         _stopping = true;
         _signal.Set();
         _writer?.Join();
+        try { _compaction.Wait(); } catch (AggregateException) { }
         _signal.Dispose();
     }
 }

@@ -133,6 +133,39 @@ public sealed class InlineBodyTests : IDisposable
     }
 
     [Fact]
+    public async Task Commits_during_compactions_go_on_and_every_body_survives_a_restart()
+    {
+        var committed = new List<(string Id, byte[] Bytes)>();
+        await using (var spool = Open())
+        {
+            for (var i = 0; i < 30; i++) committed.Add(await Commit(spool, 1500 + i, 500));
+            using var stop = new CancellationTokenSource();
+            var writer = Task.Run(async () =>
+            {
+                var mine = new List<(string, byte[])>();
+                for (var i = 0; !stop.IsCancellationRequested; i++)
+                {
+                    var m = await Commit(spool, 1000 + i % 500, 400);
+                    if (i % 3 == 0) await Deliver(spool, m.Id);
+                    else mine.Add(m);
+                }
+                return mine;
+            });
+            for (var round = 0; round < 4; round++)
+            {
+                var before = Segments;
+                spool.RequestCompaction();
+                await Eventually.TrueAsync(() => !before.Any(File.Exists), because: $"compaction {round} finished");
+            }
+            stop.Cancel();
+            committed.AddRange(await writer);
+        }
+        await using var reopened = Open();
+        Assert.Equal(committed.Count, reopened.Count);
+        foreach (var (id, bytes) in committed) Assert.Equal(bytes, await Content(reopened, id));
+    }
+
+    [Fact]
     public async Task A_damaged_body_is_quarantined_on_delivery_and_TryRead_never_quarantines_it()
     {
         await using var spool = Open();
