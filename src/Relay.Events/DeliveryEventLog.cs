@@ -11,6 +11,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Relay.Scheduler;
 using Relay.Spool;
+using System.IO.Hashing;
 
 namespace Relay.Events;
 
@@ -398,7 +399,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
                 var len = BinaryPrimitives.ReadInt32LittleEndian(header);
                 var payload = new byte[len];
                 fs.ReadExactly(payload);
-                if (Crc32.Compute(payload) != BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4))) continue;
+                if (Crc32.HashToUInt32(payload) != BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4))) continue;
                 events.Add(EventRecords.ReadEvent(payload));
             }
         }
@@ -480,7 +481,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
                 if (len <= 0 || len > EventFiles.MaxRecord || position.Offset + EventFiles.FrameHeader + len > end) return true;   // torn tail of an old segment
                 var payload = new byte[len];
                 fs.ReadExactly(payload);
-                if (Crc32.Compute(payload) != BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4))) return true;
+                if (Crc32.HashToUInt32(payload) != BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4))) return true;
                 position.Offset += EventFiles.FrameHeader + len;
                 if (payload[0] != EventRecords.KindEvent) continue;
                 var e = EventRecords.ReadEvent(payload);
@@ -557,7 +558,7 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
         var len = BinaryPrimitives.ReadInt32LittleEndian(data.AsSpan(pos));
         if (len <= 0 || len > EventFiles.MaxRecord || pos + EventFiles.FrameHeader + len > data.Length) return false;
         var p = data.AsSpan(pos + EventFiles.FrameHeader, len);
-        if (!EventRecords.KnownKind(p[0]) || Crc32.Compute(p) != BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(pos + 4))) return false;
+        if (!EventRecords.KnownKind(p[0]) || Crc32.HashToUInt32(p) != BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(pos + 4))) return false;
         payload = p;
         return true;
     }

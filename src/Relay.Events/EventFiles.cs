@@ -3,6 +3,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using Relay.Spool;
+using System.IO.Hashing;
 
 namespace Relay.Events;
 
@@ -35,7 +36,7 @@ internal static class EventFiles
     {
         var span = buffer.GetSpan(FrameHeader + payload.Length);
         BinaryPrimitives.WriteInt32LittleEndian(span, payload.Length);
-        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.Compute(payload));
+        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.HashToUInt32(payload));
         payload.CopyTo(span[FrameHeader..]);
         buffer.Advance(FrameHeader + payload.Length);
     }

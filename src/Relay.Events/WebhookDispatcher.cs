@@ -12,6 +12,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Polly;
 using Polly.Retry;
+using System.IO.Hashing;
 
 namespace Relay.Events;
 
@@ -222,7 +223,7 @@ public sealed class WebhookDispatcher : IAsyncDisposable
     {
         if (!File.Exists(w.CursorPath)) return 0;
         var bytes = File.ReadAllBytes(w.CursorPath);
-        if (bytes.Length == 12 && Crc32.Compute(bytes.AsSpan(0, 8)) == BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8)))
+        if (bytes.Length == 12 && Crc32.HashToUInt32(bytes.AsSpan(0, 8)) == BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8)))
             return BinaryPrimitives.ReadInt64LittleEndian(bytes);
         _logger.CursorUnreadable(w.Target.Client, w.CursorPath);
         return 0;
@@ -232,7 +233,7 @@ public sealed class WebhookDispatcher : IAsyncDisposable
     {
         Span<byte> bytes = stackalloc byte[12];
         BinaryPrimitives.WriteInt64LittleEndian(bytes, sequence);
-        BinaryPrimitives.WriteUInt32LittleEndian(bytes[8..], Crc32.Compute(bytes[..8]));
+        BinaryPrimitives.WriteUInt32LittleEndian(bytes[8..], Crc32.HashToUInt32(bytes[..8]));
         EventFiles.ReplaceDurably(w.CursorPath, bytes);
         Interlocked.Exchange(ref w.Cursor, sequence);
     }

@@ -3,6 +3,7 @@
 // FileSpoolOptions.InlineLimit spills into its own message file, which CommitAsync completes with envelope and
 // footer before the journal's group commit fsyncs it.
 using System.Buffers;
+using System.IO.Hashing;
 
 namespace Relay.Spool;
 
@@ -10,7 +11,7 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
 {
     private FileStream? _file = file;
     private byte[]? _buffer;   // the bytes so far while the message is small enough to go inline (pooled)
-    private uint _crc;
+    private readonly Crc32 _crc = new();   // of the body, for the footer
     private bool _committed;
     private bool _failed;
     private bool _disposed;
@@ -31,7 +32,7 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
                 if (_file is null) await SpillAsync(cancellationToken);
                 await _file!.WriteAsync(bytes, cancellationToken);
             }
-            _crc = Crc32.Append(_crc, bytes.Span);
+            _crc.Append(bytes.Span);
             Length += bytes.Length;
         }
         catch (Exception e) when (e is IOException and not SpoolWriteException || e is UnauthorizedAccessException)
@@ -77,7 +78,7 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
         {
             if (spool.Fault("data") is { } fault) throw fault;
             var json = MessageFile.SerializeEnvelope(stored);
-            var footer = MessageFile.Footer(Length, json.Length, Crc32.Compute(json), _crc);
+            var footer = MessageFile.Footer(Length, json.Length, Crc32.HashToUInt32(json), _crc.GetCurrentHashAsUInt32());
             if (_file is null)
             {
                 // The Body record: the same image a message file holds (body, envelope, footer), in the journal.

@@ -6,6 +6,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.IO.Hashing;
 
 namespace Relay.Spool;
 
@@ -73,7 +74,7 @@ internal static class MessageFile
 
     private static MessageEnvelope ParseEnvelope(ReadOnlySpan<byte> env, uint crc, string name)
     {
-        if (Crc32.Compute(env) != crc) throw new SpoolCorruptException($"{name}: envelope checksum mismatch");
+        if (Crc32.HashToUInt32(env) != crc) throw new SpoolCorruptException($"{name}: envelope checksum mismatch");
         try
         {
             return JsonSerializer.Deserialize<MessageEnvelope>(env, Json) ?? throw new SpoolCorruptException($"{name}: empty envelope");

@@ -4,6 +4,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using Microsoft.Extensions.Logging;
+using System.IO.Hashing;
 
 namespace Relay.Spool;
 
@@ -122,6 +123,7 @@ internal sealed class SpoolJournal : IDisposable
                 yield break;
             }
             var frame = new byte[FrameHeader];
+            var scratch = new byte[64 * 1024];   // record bytes are checked here; only what replay needs is copied out
             var sawEnd = header[8] != KindSnapshot;
             while (true)
             {
@@ -133,8 +135,13 @@ internal sealed class SpoolJournal : IDisposable
                 byte[]? payload = null;
                 if (len > 0 && len <= MaxRecord && pos + FrameHeader + len <= length)
                 {
-                    payload = new byte[len];
-                    if (!ReadExactly(fs, payload) || Crc32.Compute(payload) != crc || !KnownType(payload[0])) payload = null;
+                    if (scratch.Length < len) scratch = new byte[Math.Max(len, 2 * scratch.Length)];
+                    var record = scratch.AsMemory(0, len);
+                    if (ReadExactly(fs, record) && Crc32.HashToUInt32(record.Span) == crc && KnownType(scratch[0]))
+                    {
+                        // A Body record's bytes are read again when its message is sent: replay needs its id only.
+                        payload = scratch[0] == (byte)RecordType.Body ? scratch[..Math.Min(len, JournalRecords.BodyImageStart)] : record.ToArray();
+                    }
                 }
                 if (payload is null)
                 {
@@ -194,15 +201,15 @@ internal sealed class SpoolJournal : IDisposable
             throw new SpoolCorruptException($"{path}@{offset}: damaged message record");
         var payload = new byte[len];
         if (RandomAccess.Read(handle, payload, offset + FrameHeader) < len
-            || Crc32.Compute(payload) != BinaryPrimitives.ReadUInt32LittleEndian(frame[4..])
+            || Crc32.HashToUInt32(payload) != BinaryPrimitives.ReadUInt32LittleEndian(frame[4..])
             || payload[0] != (byte)RecordType.Body)
             throw new SpoolCorruptException($"{path}@{offset}: message record checksum mismatch");
         return payload;
     }
 
-    private static bool ReadExactly(Stream s, byte[] buffer)
+    private static bool ReadExactly(Stream s, Memory<byte> buffer)
     {
-        try { s.ReadExactly(buffer); return true; }
+        try { s.ReadExactly(buffer.Span); return true; }
         catch (EndOfStreamException) { return false; }
     }
 
@@ -219,7 +226,7 @@ internal sealed class SpoolJournal : IDisposable
             if (len <= 0 || len > MaxRecord || i + FrameHeader + len > rest.Length) continue;
             var payload = rest.AsSpan(i + FrameHeader, len);
             if (!KnownType(payload[0])) continue;
-            if (Crc32.Compute(payload) == BinaryPrimitives.ReadUInt32LittleEndian(rest.AsSpan(i + 4))) return from + i;
+            if (Crc32.HashToUInt32(payload) == BinaryPrimitives.ReadUInt32LittleEndian(rest.AsSpan(i + 4))) return from + i;
         }
         return -1;
     }
@@ -301,7 +308,7 @@ internal sealed class SpoolJournal : IDisposable
     {
         var span = buffer.GetSpan(FrameHeader + payload.Length);
         BinaryPrimitives.WriteInt32LittleEndian(span, payload.Length);
-        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.Compute(payload));
+        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.HashToUInt32(payload));
         payload.CopyTo(span[FrameHeader..]);
         buffer.Advance(FrameHeader + payload.Length);
     }
@@ -387,7 +394,7 @@ internal sealed class SpoolJournal : IDisposable
         FileStream snap;
         long count = 0;
         var frame = new ArrayBufferWriter<byte>(1 << 16);
-        List<(SpooledMessage Message, int Segment, long Offset)> bodies;
+        List<SpooledMessage> bodies;
         lock (_gate)
         {
             Batch pending;
@@ -407,14 +414,12 @@ internal sealed class SpoolJournal : IDisposable
             oldActive?.Dispose();
             try
             {
-                var inline = _snapshotSource!(payload =>
+                bodies = _snapshotSource!(payload =>
                 {
                     WriteFrame(frame, payload);
                     count++;
                     if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
                 });
-                bodies = new List<(SpooledMessage, int, long)>(inline.Count);
-                foreach (var m in inline) bodies.Add((m, m.BodySegment, m.BodyOffset));
             }
             catch
             {
@@ -440,13 +445,17 @@ internal sealed class SpoolJournal : IDisposable
         });
     }
 
+    /// <remarks>
+    /// The listed messages' body places cannot change meanwhile: the writer only sets those of new messages, and
+    /// this is the one compaction running, so they are read here without the lock.
+    /// </remarks>
     private void FinishSnapshot(FileStream snap, long snapNo, ArrayBufferWriter<byte> frame, long count,
-                                List<(SpooledMessage Message, int Segment, long Offset)> bodies, long started)
+                                List<SpooledMessage> bodies, long started)
     {
         var moved = new long[bodies.Count];
         for (var i = 0; i < bodies.Count; i++)
         {
-            var (m, segment, offset) = bodies[i];
+            var (segment, offset) = (bodies[i].BodySegment, bodies[i].BodyOffset);
             byte[] body;
             try { body = ReadBody(segment, offset); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -473,10 +482,9 @@ internal sealed class SpoolJournal : IDisposable
             // From now on bodies are read from the snapshot; a reader still holding an old place retries.
             for (var i = 0; i < bodies.Count; i++)
             {
-                var (m, segment, offset) = bodies[i];
-                if (moved[i] < 0 || m.BodySegment != segment || m.BodyOffset != offset) continue;
-                m.BodySegment = (int)snapNo;
-                m.BodyOffset = moved[i];
+                if (moved[i] < 0) continue;
+                bodies[i].BodySegment = (int)snapNo;
+                bodies[i].BodyOffset = moved[i];
             }
         }
         foreach (var p in Directory.EnumerateFiles(_dir, "*.log"))
