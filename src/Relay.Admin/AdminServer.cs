@@ -211,7 +211,7 @@ public sealed class AdminServer : IAsyncDisposable
         if (_services.Spool.Find(id) is null) { await NotFoundAsync(context); return; }
         Stream content;
         try { content = await _services.Spool.OpenContentAsync(id, context.RequestAborted); }
-        catch (Relay.Spool.SpoolCorruptException) { await NotFoundAsync(context); return; }
+        catch (IOException) { await NotFoundAsync(context); return; }   // damaged (now quarantined), or still being committed
         await using (content)
         {
             context.Response.ContentType = "message/rfc822";

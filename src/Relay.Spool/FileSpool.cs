@@ -23,6 +23,7 @@ public sealed class FileSpool : ISpoolStore
     // again, and its older entry (whose time no longer matches) is skipped rather than holding up the purge.
     private readonly Queue<(SpooledMessage Message, long FinalizedTicks)> _deadLetters = new();
     private readonly Queue<SpooledMessage> _handoff = new();
+    private readonly List<SpooledMessage> _rescued = [];   // recovery only: rebuilt from Body records
     private readonly SpoolJournal _journal;
     private readonly FileSpoolOptions _options;
     private readonly TimeProvider _clock;
@@ -86,7 +87,7 @@ public sealed class FileSpool : ISpoolStore
         var bodies = new Dictionary<string, (int Segment, long Offset)>(StringComparer.Ordinal);
         foreach (var (payload, segment, offset) in _journal.Replay()) ApplyRecord(payload, segment, offset, bodies);
         SweepMessageFiles();
-        if (bodies.Count > 0) RescueInline(bodies);
+        RescueInline(bodies);
         long pending = 0;
         var live = new SpooledMessage[_index.Count];   // sorted in place: no LINQ buffers at a million messages
         _index.Values.CopyTo(live, 0);
@@ -140,7 +141,7 @@ public sealed class FileSpool : ISpoolStore
                 {
                     var id = r.ReadString();
                     var n = r.Read7BitEncodedInt();
-                    TryGet(id, out var target);
+                    var target = Known(id, bodies);
                     for (var i = 0; i < n; i++)
                     {
                         var index = r.Read7BitEncodedInt();
@@ -155,13 +156,17 @@ public sealed class FileSpool : ISpoolStore
                 }
                 case RecordType.Remove:
                 case RecordType.Quarantine:
-                    Unindex(JournalRecords.ReadIdRecord(r).Id);
+                {
+                    var id = JournalRecords.ReadIdRecord(r).Id;
+                    Unindex(id);
+                    bodies.Remove(id);   // gone for good: its body must not be rescued as lost mail
                     break;
+                }
                 case RecordType.Reroute:
                 {
                     var id = r.ReadString();
                     var n = r.Read7BitEncodedInt();
-                    TryGet(id, out var target);
+                    var target = Known(id, bodies);
                     for (var i = 0; i < n; i++)
                     {
                         var index = r.Read7BitEncodedInt();
@@ -175,7 +180,7 @@ public sealed class FileSpool : ISpoolStore
                 case RecordType.DeadLetter:
                 {
                     var (id, ticks, _) = JournalRecords.ReadIdRecord(r);
-                    if (TryGet(id, out var dead)) dead.FinalizedTicks = ticks;
+                    if (Known(id, bodies) is { } dead) dead.FinalizedTicks = ticks;
                     break;
                 }
             }
@@ -254,31 +259,62 @@ public sealed class FileSpool : ISpoolStore
     }
 
     /// <summary>
-    /// Body records without a Message record after replay: normally a torn tail (never acknowledged), ignored.
-    /// When the journal was damaged, one may be acknowledged mail whose record was lost: rescued, as files are.
+    /// The message a state record names. One that is not indexed but whose Body was seen lost its Message record
+    /// (damage): it is rebuilt from its body now, so that this record and every later one (delivered recipients,
+    /// a removal) still apply to it.
+    /// </summary>
+    private SpooledMessage? Known(string id, Dictionary<string, (int Segment, long Offset)> bodies)
+    {
+        if (TryGet(id, out var m)) return m;
+        return bodies.Remove(id, out var at) ? RescueFromBody(id, at.Segment, at.Offset) : null;
+    }
+
+    private SpooledMessage? RescueFromBody(string id, int segment, long offset)
+    {
+        if (!MessageId.TryParse(id, out var key)) return null;
+        try
+        {
+            var payload = _journal.ReadBody(segment, offset);
+            var (envelope, _) = MessageFile.ReadEnvelope(payload.AsSpan(JournalRecords.BodyImageStart), id);
+            if (envelope.Id != id) return null;
+            var m = new SpooledMessage(_gate, key, QueuedSince(envelope), envelope.Priority, ++_sequence, SlotsFor(envelope))
+            {
+                BodySegment = segment,
+                BodyOffset = offset,
+            };
+            _index[m.Key] = m;
+            _rescued.Add(m);
+            return m;
+        }
+        catch (IOException e)
+        {
+            // Its body is damaged too: nothing to rebuild. The segment's damage is already copied to quarantine/.
+            _log.SegmentUnreadable($"{id} (lost message record)", e.Message);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// After replay: Body records still without a Message record are normally a torn tail (never acknowledged,
+    /// ignored). When the journal was damaged, one may be acknowledged mail whose record was lost: rescued, as
+    /// files are. Every rescued message still queued is journaled again with its full state.
     /// </summary>
     private void RescueInline(Dictionary<string, (int Segment, long Offset)> bodies)
     {
-        if (!_journal.HadCorruption) return;
-        foreach (var (id, (segment, offset)) in bodies)
+        if (_journal.HadCorruption)
         {
-            if (!MessageId.TryParse(id, out var key) || _index.ContainsKey(key)) continue;
-            try
+            foreach (var (id, (segment, offset)) in bodies)
             {
-                var payload = _journal.ReadBody(segment, offset);
-                var (envelope, _) = MessageFile.ReadEnvelope(payload.AsSpan(JournalRecords.BodyImageStart), id);
-                if (envelope.Id != id) continue;
-                var m = new SpooledMessage(_gate, key, QueuedSince(envelope), envelope.Priority, ++_sequence, SlotsFor(envelope))
-                {
-                    BodySegment = segment,
-                    BodyOffset = offset,
-                };
-                _index[m.Key] = m;
-                _journal.Append(JournalRecords.Message(m), null);   // written once the journal starts; the Body stays where it is
-                _log.Rescued(m.Id);
+                if (!TryGet(id, out _)) RescueFromBody(id, segment, offset);
             }
-            catch (IOException e) { _log.Quarantined(id, e.Message); }
         }
+        foreach (var m in _rescued)
+        {
+            if (!_index.TryGetValue(m.Key, out var now) || !ReferenceEquals(now, m)) continue;   // removed (or replaced) later in the journal
+            _journal.Append(JournalRecords.Message(m), null);   // written once the journal starts; the Body stays where it is
+            _log.Rescued(m.Id);
+        }
+        _rescued.Clear();
     }
 
     private List<SpooledMessage> WriteSnapshot(Action<byte[]> emit)
@@ -632,16 +668,24 @@ public sealed class FileSpool : ISpoolStore
         Task durable;
         int segment;
         long offset;
+        SpooledMessage? m;
         lock (_gate)
         {
-            if (!TryGet(id, out var m)) return;
+            if (!TryGet(id, out m)) return;
             Forget(m);
             (segment, offset) = (m.BodySegment, m.BodyOffset);
             durable = _journal.Append(JournalRecords.Quarantine(id, reason), null);
         }
         _log.Quarantined(id, reason);
-        // An inline message leaves what its record holds (body, envelope, footer: a message file's layout) for the operator.
-        if (segment > 0 && _journal.ReadRawRecord(segment, offset) is { Length: > JournalRecords.BodyImageStart } raw)
+        // An inline message leaves what its record holds (body, envelope, footer: a message file's layout) for the
+        // operator; a compaction may move it meanwhile (it still updates a removed message), so look again once.
+        var raw = segment > 0 ? _journal.ReadRawRecord(segment, offset) : null;
+        if (segment > 0 && raw is null)
+        {
+            lock (_gate) (segment, offset) = (m.BodySegment, m.BodyOffset);
+            raw = _journal.ReadRawRecord(segment, offset);
+        }
+        if (raw is { Length: > JournalRecords.BodyImageStart })
         {
             try { File.WriteAllBytes(Path.Combine(_quarantineDir, id), raw.AsSpan(JournalRecords.BodyImageStart)); }
             catch (IOException e) { _log.QuarantineFailed(id, e.Message); }

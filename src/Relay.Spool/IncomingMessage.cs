@@ -40,6 +40,11 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
             _failed = true;
             throw new SpoolWriteException("cannot write the message to the spool: " + e.Message, e);
         }
+        catch
+        {
+            _failed = true;   // e.g. cancelled half-way through a write: the bytes so far are unknown
+            throw;
+        }
     }
 
     private void Buffer(ReadOnlySpan<byte> bytes)
@@ -101,15 +106,20 @@ internal sealed class IncomingMessage(FileSpool spool, string id, string path, F
             _failed = true;
             throw new SpoolWriteException("cannot write the message to the spool: " + e.Message, e);
         }
+        catch
+        {
+            _failed = true;
+            throw;
+        }
         try
         {
             await spool.CommitAsync(this, stored, _file, inline);   // returns when everything it needs is fsynced
             _committed = true;
             if (_file is not null) await _file.DisposeAsync();
         }
-        catch (SpoolWriteException)
+        catch
         {
-            _failed = true;
+            _failed = true;   // whatever went wrong (shutdown, cancellation), this message can no longer be committed
             throw;
         }
     }

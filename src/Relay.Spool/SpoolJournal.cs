@@ -26,7 +26,8 @@ internal sealed class SpoolJournal : IDisposable
     private Batch _current = new();
     private FileStream? _active;
     private long _activeNo;
-    private long _bytesSinceSnapshot;
+    private long _bytesSinceSnapshot;   // Interlocked: the writer adds, a failed compaction gives back
+    private bool _newSegmentUnsynced;   // the active segment's directory entry is not yet fsynced (writer thread only)
     private long _lastSnapshotBytes;
     private bool _compactRequested;
     private volatile bool _stopping;
@@ -167,6 +168,20 @@ internal sealed class SpoolJournal : IDisposable
     }
 
     private static bool KnownType(byte t) => t is >= 1 and <= 8;
+
+    /// <summary>The frame (header and payload) at <paramref name="offset"/> as stored, unchecked but for its bounds.</summary>
+    private static byte[] ReadStoredFrame(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, string path)
+    {
+        Span<byte> header = stackalloc byte[FrameHeader];
+        if (RandomAccess.Read(handle, header, offset) < FrameHeader) throw new IOException($"{path}@{offset}: short read");
+        var len = BinaryPrimitives.ReadInt32LittleEndian(header);
+        var room = RandomAccess.GetLength(handle) - offset - FrameHeader;
+        if (len <= 0 || len > MaxRecord || len > room) len = (int)Math.Clamp(room, 0, JournalRecords.BodyImageStart);   // a damaged length: keep what is certain
+        var stored = new byte[FrameHeader + len];
+        header.CopyTo(stored);
+        if (RandomAccess.Read(handle, stored.AsSpan(FrameHeader), offset + FrameHeader) < len) throw new IOException($"{path}@{offset}: short read");
+        return stored;
+    }
 
     /// <summary>Best effort, no checks: the payload bytes of the record at that place (for the quarantine), or null.</summary>
     public byte[]? ReadRawRecord(int segment, long offset)
@@ -343,6 +358,7 @@ internal sealed class SpoolJournal : IDisposable
 
     private void WriteBatch(Batch batch)
     {
+        long start = -1;
         try
         {
             if (_options.Fault?.Invoke("journal") is { } fault) throw fault;
@@ -352,28 +368,48 @@ internal sealed class SpoolJournal : IDisposable
             else if (batch.Files.Count > 1)
                 Parallel.ForEach(batch.Files, new ParallelOptions { MaxDegreeOfParallelism = 16 }, f => f.Flush(flushToDisk: true));
             foreach (var dir in batch.Dirs) SpoolFiles.SyncDirectory(dir);
-            var start = _active!.Position;
+            start = _active!.Position;
             _active.Write(batch.Buffer.WrittenSpan);
             _active.Flush(flushToDisk: true);
-            Interlocked.Increment(ref SyncCount);
-            foreach (var (m, offset) in batch.Bodies)
+            if (_newSegmentUnsynced)
             {
-                m.BodyOffset = start + offset;
-                m.BodySegment = (int)_activeNo;
+                // A segment opened after start (compaction, a failed write) holds acknowledged records only once
+                // its name in the directory is durable too.
+                SpoolFiles.SyncDirectory(_dir);
+                _newSegmentUnsynced = false;
             }
-            _bytesSinceSnapshot += batch.Buffer.WrittenCount;
+            Interlocked.Increment(ref SyncCount);
+            if (batch.Bodies.Count > 0)
+            {
+                lock (_gate)   // published under the spool's lock, where readers take both fields
+                {
+                    foreach (var (m, offset) in batch.Bodies)
+                    {
+                        m.BodyOffset = start + offset;
+                        m.BodySegment = (int)_activeNo;
+                    }
+                }
+            }
+            Interlocked.Add(ref _bytesSinceSnapshot, batch.Buffer.WrittenCount);
             batch.Done.TrySetResult();
         }
         catch (Exception e)
         {
             _log.JournalWriteFailed(e.Message);
             batch.Done.TrySetException(new SpoolWriteException("spool journal write failed: " + e.Message, e));
-            // The segment may now end in a torn record; continue in a fresh one (replay skips the tear).
+            // The segment may now end in a torn record: cut it off (else a Body record of this refused batch could
+            // look like lost mail to a later rescue), then continue in a fresh segment (replay skips any tear left).
+            try
+            {
+                if (start >= 0) _active!.SetLength(start);
+            }
+            catch (Exception) { }
             try
             {
                 _active?.Dispose();
+                _active = OpenSegment(SegmentPath(_activeNo + 1), KindLog);
                 _activeNo++;
-                _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+                _newSegmentUnsynced = true;
             }
             catch (Exception e2) { _log.JournalWriteFailed("cannot open a new segment: " + e2.Message); }
         }
@@ -408,12 +444,15 @@ internal sealed class SpoolJournal : IDisposable
             if (pending.Count > 0) WriteBatch(pending);
             snapNo = _activeNo + 1;
             snap = OpenSegment(SegmentPath(snapNo) + ".tmp", KindSnapshot);
-            var oldActive = _active;
-            _activeNo = snapNo + 1;
-            _active = OpenSegment(SegmentPath(_activeNo), KindLog);
-            oldActive?.Dispose();
             try
             {
+                // Nothing changes until both segments exist: a failed open leaves the writer on segment N.
+                var next = OpenSegment(SegmentPath(snapNo + 1), KindLog);
+                _active?.Dispose();
+                _active = next;
+                _activeNo = snapNo + 1;
+                _newSegmentUnsynced = true;
+
                 bodies = _snapshotSource!(payload =>
                 {
                     WriteFrame(frame, payload);
@@ -428,15 +467,17 @@ internal sealed class SpoolJournal : IDisposable
                 throw;
             }
         }
-        _bytesSinceSnapshot = 0;
+        var covered = Interlocked.Exchange(ref _bytesSinceSnapshot, 0);
         _compaction = Task.Run(() =>
         {
             try { FinishSnapshot(snap, snapNo, frame, count, bodies, started); }
             catch (Exception e)
             {
+                // Nothing is deleted and no body moves; the journal is compacted again once it grows further.
                 _log.CompactionFailed(e.Message);
                 snap.Dispose();
                 TryDelete(SegmentPath(snapNo) + ".tmp");
+                Interlocked.Add(ref _bytesSinceSnapshot, covered);
             }
             finally
             {
@@ -453,22 +494,27 @@ internal sealed class SpoolJournal : IDisposable
                                 List<SpooledMessage> bodies, long started)
     {
         var moved = new long[bodies.Count];
-        for (var i = 0; i < bodies.Count; i++)
+        var handles = new Dictionary<int, Microsoft.Win32.SafeHandles.SafeFileHandle>();
+        try
         {
-            var (segment, offset) = (bodies[i].BodySegment, bodies[i].BodyOffset);
-            byte[] body;
-            try { body = ReadBody(segment, offset); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            for (var i = 0; i < bodies.Count; i++)
             {
-                moved[i] = -1;   // damaged: its reader quarantines it as it would have before
-                _log.CorruptRecord(SegmentPath(segment), offset, 0);
-                continue;
+                var (segment, offset) = (bodies[i].BodySegment, bodies[i].BodyOffset);
+                if (!handles.TryGetValue(segment, out var handle))
+                    handles[segment] = handle = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                // Copied as stored, unchecked: a damaged record moves with its damage (its reader quarantines
+                // what it holds) and is never dropped here. Any read error aborts the compaction instead.
+                var stored = ReadStoredFrame(handle, offset, SegmentPath(segment));
+                snap.Write(frame.WrittenSpan);
+                frame.ResetWrittenCount();
+                moved[i] = snap.Position;
+                snap.Write(stored);
+                count++;
             }
-            snap.Write(frame.WrittenSpan);
-            frame.ResetWrittenCount();
-            moved[i] = snap.Position;
-            WriteFrame(frame, body);
-            count++;
+        }
+        finally
+        {
+            foreach (var h in handles.Values) h.Dispose();
         }
         WriteFrame(frame, JournalRecords.SnapshotEnd(count));
         snap.Write(frame.WrittenSpan);
@@ -482,7 +528,6 @@ internal sealed class SpoolJournal : IDisposable
             // From now on bodies are read from the snapshot; a reader still holding an old place retries.
             for (var i = 0; i < bodies.Count; i++)
             {
-                if (moved[i] < 0) continue;
                 bodies[i].BodySegment = (int)snapNo;
                 bodies[i].BodyOffset = moved[i];
             }
