@@ -225,10 +225,12 @@ public sealed class SpoolTests : IDisposable
         Assert.Equal(51, reopened.CountPending("default"));
     }
 
-    [Fact]
-    public async Task Delivered_message_is_removed_and_failed_one_kept_as_dead_letter_until_retention_ends()
+    [Theory]
+    [InlineData(0)]           // every message has a file
+    [InlineData(64 * 1024)]   // small messages inline in the journal (the default)
+    public async Task Delivered_message_is_removed_and_failed_one_kept_as_dead_letter_until_retention_ends(int inlineLimit)
     {
-        await using var spool = Open(new FileSpoolOptions { Retention = TimeSpan.FromDays(7), InlineLimit = 0 });
+        await using var spool = Open(new FileSpoolOptions { Retention = TimeSpan.FromDays(7), InlineLimit = inlineLimit });
         var delivered = await Commit(spool, "a@x.test");
         var failed = await Commit(spool, "b@x.test");
         await spool.UpdateRecipientsAsync(delivered, [new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, true)], default);
@@ -239,13 +241,17 @@ public sealed class SpoolTests : IDisposable
 
         Assert.False(File.Exists(FileOf(delivered)));
         Assert.Null(spool.Find(delivered));
-        Assert.True(File.Exists(FileOf(failed)));
+        Assert.Equal(inlineLimit == 0, File.Exists(FileOf(failed)));
         Assert.NotNull(spool.Find(failed)!.FinalizedAt);
+        Assert.Equal(failed, (await spool.ReadEnvelopeAsync(failed, default)).Id);   // a dead letter stays readable (requeue, admin view)
 
         Assert.Equal(0, await spool.PurgeDeadLettersAsync(_clock.GetUtcNow().AddDays(6), default));
         Assert.Equal(1, await spool.PurgeDeadLettersAsync(_clock.GetUtcNow().AddDays(7), default));
         Assert.False(File.Exists(FileOf(failed)));
         Assert.Null(spool.Find(failed));
+        await spool.DisposeAsync();
+        await using var reopened = Open(new FileSpoolOptions { InlineLimit = inlineLimit });
+        Assert.Equal(0, reopened.Count);   // the purge is durable; no leftover body comes back
     }
 
     [Fact]
