@@ -19,6 +19,31 @@ internal sealed class SmtpTransaction(MessageEnvelope envelope, IReadOnlyList<(M
 
     public bool SenderAccepted { get; set; }
 
+    // Mailboxes whose Address holds the client's ORCPT address for the moment MailKit builds the ORCPT parameter.
+    private readonly List<(MailboxAddress Mailbox, string Address)> _swapped = [];
+
+    /// <summary>
+    /// MailKit 4.18.2 builds ORCPT from the RCPT mailbox's own address (private, non-virtual), right after it asks
+    /// <see cref="SmtpClient"/>'s GetDeliveryStatusNotifications. So that hook lends the mailbox the original
+    /// recipient's address until the reply comes (RFC 3461 §4.2: an ORCPT received MUST be passed on unchanged).
+    /// TransactionTests pins this order: a MailKit upgrade that changes it fails there.
+    /// </summary>
+    public void LendOriginalAddress(MailboxAddress mailbox, string original)
+    {
+        RestoreAddresses();
+        var own = mailbox.Address;
+        try { mailbox.Address = original; }
+        catch (ParseException) { return; }   // not an address MimeKit can hold: ORCPT stays rfc822;<rcpt>
+        _swapped.Add((mailbox, own));
+    }
+
+    /// <summary>Gives every lent mailbox its own address back (after its reply, and whatever happens to the send).</summary>
+    public void RestoreAddresses()
+    {
+        foreach (var (mailbox, own) in _swapped) mailbox.Address = own;
+        _swapped.Clear();
+    }
+
     public RecipientEntry EntryOf(MailboxAddress mailbox)
     {
         foreach (var (m, e) in Recipients)
@@ -42,10 +67,26 @@ internal sealed class RelaySmtpClient : SmtpClient
 
     protected override string? GetEnvelopeId(MimeMessage message) => Tx.Envelope.EnvelopeId;
 
-    /// <summary>NOTIFY as received; none when the client gave none (MailKit only sends NOTIFY/ORCPT when DSN is advertised).</summary>
+    /// <summary>
+    /// NOTIFY as received (MailKit asks only when the server advertises DSN). MailKit sends ORCPT only together
+    /// with NOTIFY: for a client ORCPT without NOTIFY it gets NOTIFY=FAILURE,DELAY, the receiver's own default
+    /// (RFC 3461 §4.1), so that the ORCPT is passed on; the client's ORCPT address is lent to the mailbox for it.
+    /// </summary>
     protected override DeliveryStatusNotification? GetDeliveryStatusNotifications(MimeMessage message, MailboxAddress mailbox)
     {
-        var notify = Tx.EntryOf(mailbox).Notify;
+        var entry = Tx.EntryOf(mailbox);
+        var notify = Notification(entry.Notify);
+        Tx.RestoreAddresses();
+        if (OriginalAddress(entry.OriginalRecipient) is { } original)
+        {
+            notify ??= DeliveryStatusNotification.Failure | DeliveryStatusNotification.Delay;
+            if (!string.Equals(original, mailbox.Address, StringComparison.Ordinal)) Tx.LendOriginalAddress(mailbox, original);
+        }
+        return notify;
+    }
+
+    private static DeliveryStatusNotification? Notification(DsnNotify notify)
+    {
         if (notify == DsnNotify.Default) return null;
         if (notify.HasFlag(DsnNotify.Never)) return DeliveryStatusNotification.Never;
         DeliveryStatusNotification result = 0;
@@ -55,15 +96,38 @@ internal sealed class RelaySmtpClient : SmtpClient
         return result;
     }
 
+    /// <summary>The address of an <c>rfc822;</c> ORCPT (the only type MailKit can write); null for none or another type.</summary>
+    private static string? OriginalAddress(string? orcpt)
+    {
+        const string Rfc822 = "rfc822;";
+        if (orcpt is null || !orcpt.StartsWith(Rfc822, StringComparison.OrdinalIgnoreCase)) return null;
+        var address = orcpt[Rfc822.Length..].Trim();
+        return address.Length == 0 ? null : address;
+    }
+
     protected override void OnSenderAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response) =>
         Tx.SenderAccepted = true;
 
-    protected override void OnRecipientAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response) =>
+    protected override void OnRecipientAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response)
+    {
+        Tx.RestoreAddresses();
         Tx.RcptReplies[mailbox] = response;
+    }
 
     /// <summary>Record and go on: one refused recipient must not fail the others.</summary>
-    protected override void OnRecipientNotAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response) =>
+    protected override void OnRecipientNotAccepted(MimeMessage message, MailboxAddress mailbox, SmtpResponse response)
+    {
+        Tx.RestoreAddresses();
         Tx.RcptReplies[mailbox] = response;
+    }
+
+    public override async Task<string> SendAsync(FormatOptions options, MimeMessage message, MailboxAddress sender,
+                                                 IEnumerable<MailboxAddress> recipients, CancellationToken cancellationToken = default,
+                                                 ITransferProgress? progress = null)
+    {
+        try { return await base.SendAsync(options, message, sender, recipients, cancellationToken, progress); }
+        finally { Current?.RestoreAddresses(); }   // a dropped connection skips the reply callbacks
+    }
 
     protected override void OnNoRecipientsAccepted(MimeMessage message) => throw new NoRecipientsAcceptedException();
 

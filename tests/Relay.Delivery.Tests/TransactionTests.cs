@@ -119,6 +119,34 @@ public sealed class TransactionTests : IAsyncLifetime
         Assert.Contains("RCPT TO:<c@remote.test>", _mx.Commands);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // pipelined: every RCPT is built before the first reply comes back
+    public async Task A_client_ORCPT_is_passed_on_unchanged_even_when_it_differs_from_the_recipient(bool pipelining)
+    {
+        _mx.Dsn = true;
+        _mx.Pipelining = pipelining;
+        _mx.RcptReply = a => a.StartsWith("b@") ? "550 5.1.1 no such user" : "250 2.1.5 Ok";
+        var request = _world.Request("remote.test", World.Message(), e => e,
+            Rcpt("a@remote.test", DsnNotify.Success, "rfc822;list-member@origin.test"),
+            Rcpt("b@remote.test", DsnNotify.Failure, "rfc822;Old.Name@origin.test"),
+            Rcpt("c@remote.test", DsnNotify.Default, "rfc822;c+tag=1@origin.test"),   // ORCPT without NOTIFY
+            Rcpt("d@remote.test", DsnNotify.Delay, "rfc822;d@remote.test"));
+
+        var outcomes = await _world.Agent().DeliverAsync(request, default);
+
+        // RFC 3461 §4.2: an ORCPT received MUST be passed on with the identical value (xtext-encoded on the wire).
+        Assert.Contains("RCPT TO:<a@remote.test> NOTIFY=SUCCESS ORCPT=rfc822;list-member@origin.test", _mx.Commands);
+        Assert.Contains("RCPT TO:<b@remote.test> NOTIFY=FAILURE ORCPT=rfc822;Old.Name@origin.test", _mx.Commands);
+        // MailKit sends ORCPT only with NOTIFY: the receiver's default is made explicit for it.
+        Assert.Contains("RCPT TO:<c@remote.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;c+2Btag+3D1@origin.test", _mx.Commands);
+        Assert.Contains("RCPT TO:<d@remote.test> NOTIFY=DELAY ORCPT=rfc822;d@remote.test", _mx.Commands);
+        // Each reply still lands on its own recipient, and the message went to the real recipients.
+        Assert.Equal([OutcomeKind.Delivered, OutcomeKind.Permanent, OutcomeKind.Delivered, OutcomeKind.Delivered], outcomes.Select(o => o.Kind));
+        Assert.Equal("5.1.1", outcomes[1].EnhancedStatus);
+        Assert.Equal(["a@remote.test", "c@remote.test", "d@remote.test"], _mx.Messages.Single().RcptTo.Select(l => l[(l.IndexOf('<') + 1)..l.IndexOf('>')]));
+    }
+
     [Fact]
     public async Task Dsn_parameters_are_left_out_when_the_server_does_not_advertise_dsn()
     {
