@@ -28,13 +28,21 @@ internal sealed class SmtpTransaction(MessageEnvelope envelope, IReadOnlyList<(M
     /// recipient's address until the reply comes (RFC 3461 §4.2: an ORCPT received MUST be passed on unchanged).
     /// TransactionTests pins this order: a MailKit upgrade that changes it fails there.
     /// </summary>
-    public void LendOriginalAddress(MailboxAddress mailbox, string original)
+    /// <returns>False when MimeKit would not write <paramref name="original"/> back exactly (it normalises: comments,
+    /// IDN A-labels decoded for an SMTPUTF8 server, unparsable text); the mailbox is then left as it was.</returns>
+    public bool LendOriginalAddress(MailboxAddress mailbox, string original)
     {
         RestoreAddresses();
         var own = mailbox.Address;
         try { mailbox.Address = original; }
-        catch (ParseException) { return; }   // not an address MimeKit can hold: ORCPT stays rfc822;<rcpt>
+        catch (ParseException) { return false; }
+        if (mailbox.GetAddress(idnEncode: true) != original || mailbox.GetAddress(idnEncode: false) != original)
+        {
+            mailbox.Address = own;
+            return false;
+        }
         _swapped.Add((mailbox, own));
+        return true;
     }
 
     /// <summary>Gives every lent mailbox its own address back (after its reply, and whatever happens to the send).</summary>
@@ -68,9 +76,10 @@ internal sealed class RelaySmtpClient : SmtpClient
     protected override string? GetEnvelopeId(MimeMessage message) => Tx.Envelope.EnvelopeId;
 
     /// <summary>
-    /// NOTIFY as received (MailKit asks only when the server advertises DSN). MailKit sends ORCPT only together
-    /// with NOTIFY: for a client ORCPT without NOTIFY it gets NOTIFY=FAILURE,DELAY, the receiver's own default
-    /// (RFC 3461 §4.1), so that the ORCPT is passed on; the client's ORCPT address is lent to the mailbox for it.
+    /// NOTIFY as received (MailKit asks only when the server advertises DSN); the client's ORCPT address is lent to
+    /// the mailbox so that MailKit writes it as the ORCPT. MailKit writes ORCPT only next to NOTIFY: a client ORCPT
+    /// without NOTIFY gets NOTIFY=FAILURE,DELAY, one of the two readings RFC 3461 §4.1 allows a receiver for a
+    /// missing NOTIFY and the one Relay itself applies, but only when the ORCPT can go out exactly as received.
     /// </summary>
     protected override DeliveryStatusNotification? GetDeliveryStatusNotifications(MimeMessage message, MailboxAddress mailbox)
     {
@@ -79,8 +88,10 @@ internal sealed class RelaySmtpClient : SmtpClient
         Tx.RestoreAddresses();
         if (OriginalAddress(entry.OriginalRecipient) is { } original)
         {
-            notify ??= DeliveryStatusNotification.Failure | DeliveryStatusNotification.Delay;
-            if (!string.Equals(original, mailbox.Address, StringComparison.Ordinal)) Tx.LendOriginalAddress(mailbox, original);
+            var exact = string.Equals(original, mailbox.GetAddress(idnEncode: true), StringComparison.Ordinal)
+                        && string.Equals(original, mailbox.GetAddress(idnEncode: false), StringComparison.Ordinal);
+            if (!exact) exact = Tx.LendOriginalAddress(mailbox, original);
+            if (exact) notify ??= DeliveryStatusNotification.Failure | DeliveryStatusNotification.Delay;
         }
         return notify;
     }
@@ -101,7 +112,7 @@ internal sealed class RelaySmtpClient : SmtpClient
     {
         const string Rfc822 = "rfc822;";
         if (orcpt is null || !orcpt.StartsWith(Rfc822, StringComparison.OrdinalIgnoreCase)) return null;
-        var address = orcpt[Rfc822.Length..].Trim();
+        var address = orcpt[Rfc822.Length..];
         return address.Length == 0 ? null : address;
     }
 

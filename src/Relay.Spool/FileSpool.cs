@@ -108,7 +108,9 @@ public sealed class FileSpool : ISpoolStore
         // The purge walks dead letters in the order their retention ends (commit order is not that order).
         dead.Sort(static (a, b) => a.FinalizedTicks.CompareTo(b.FinalizedTicks));
         foreach (var m in dead) _deadLetters.Enqueue((m, m.FinalizedTicks));
-        _journal.Start(WriteSnapshot);
+        _journal.Start(WriteSnapshot, damaged =>
+            // On the compaction's task, before it deletes the old segment that still holds the damaged bytes.
+            QuarantineAsync(damaged.Id, "message record checksum mismatch (found by compaction)", default).AsTask().Wait());
         _log.Opened(Root, _index.Count, pending, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
@@ -540,7 +542,8 @@ public sealed class FileSpool : ISpoolStore
             lock (_gate)
             {
                 if (!TryGet(id, out var m)) break;   // gone (or never here): look for a file, which reports it missing
-                (segment, offset) = (m.BodySegment, m.BodyOffset);
+                segment = Volatile.Read(ref m.BodySegment);   // acquire: pairs with the journal writer's release
+                offset = m.BodyOffset;
             }
             if (segment == 0) break;
             if (segment < 0) throw new SpoolNotReadyException($"{id}: not committed yet");
@@ -673,7 +676,8 @@ public sealed class FileSpool : ISpoolStore
         {
             if (!TryGet(id, out m)) return;
             Forget(m);
-            (segment, offset) = (m.BodySegment, m.BodyOffset);
+            segment = Volatile.Read(ref m.BodySegment);
+            offset = m.BodyOffset;
             durable = _journal.Append(JournalRecords.Quarantine(id, reason), null);
         }
         _log.Quarantined(id, reason);
@@ -682,7 +686,7 @@ public sealed class FileSpool : ISpoolStore
         var raw = segment > 0 ? _journal.ReadRawRecord(segment, offset) : null;
         if (segment > 0 && raw is null)
         {
-            lock (_gate) (segment, offset) = (m.BodySegment, m.BodyOffset);
+            lock (_gate) (segment, offset) = (Volatile.Read(ref m.BodySegment), m.BodyOffset);
             raw = _journal.ReadRawRecord(segment, offset);
         }
         if (raw is { Length: > JournalRecords.BodyImageStart })

@@ -34,6 +34,7 @@ internal sealed class SpoolJournal : IDisposable
     private Thread? _writer;
     private Task _compaction = Task.CompletedTask;   // the snapshot being finished beside the writer (one at a time)
     private Func<Action<byte[]>, List<SpooledMessage>>? _snapshotSource;
+    private Action<SpooledMessage>? _damagedBody;   // compaction met a body whose checksum fails: the spool quarantines it
 
     public SpoolJournal(string dir, string quarantine, object gate, FileSpoolOptions options, ILogger log)
     {
@@ -144,6 +145,20 @@ internal sealed class SpoolJournal : IDisposable
                         payload = scratch[0] == (byte)RecordType.Body ? scratch[..Math.Min(len, JournalRecords.BodyImageStart)] : record.ToArray();
                     }
                 }
+                if (payload is null && ok && len > 0 && len <= MaxRecord && pos + FrameHeader + len <= length
+                    && FrameIsValidAt(fs, pos + FrameHeader + len, length))
+                {
+                    // One damaged record with intact bounds (the next frame checks out): skip exactly it, never
+                    // scanning the message bytes inside it for frames. A damaged Body keeps its place, so its message
+                    // finds it and is quarantined with its bytes when read; nothing else was lost with it.
+                    var end = pos + FrameHeader + len;
+                    _log.CorruptRecord(path, pos, end - pos);
+                    QuarantineCopy(path);
+                    fs.Position = end;
+                    if (LooksLikeBody(scratch.AsSpan(0, len))) { yield return (scratch[..JournalRecords.BodyImageStart], pos); continue; }
+                    HadCorruption = true;
+                    continue;
+                }
                 if (payload is null)
                 {
                     var next = Resync(fs, pos + 1, length);
@@ -168,6 +183,36 @@ internal sealed class SpoolJournal : IDisposable
     }
 
     private static bool KnownType(byte t) => t is >= 1 and <= 8;
+
+    /// <summary>Whether a record's bytes start like a Body record: type 8, then a queue id.</summary>
+    private static bool LooksLikeBody(ReadOnlySpan<byte> record) =>
+        record.Length > JournalRecords.BodyImageStart && record[0] == (byte)RecordType.Body && record[1] == MessageId.Length
+        && MessageId.TryParse(System.Text.Encoding.ASCII.GetString(record.Slice(2, MessageId.Length)), out _);
+
+    /// <summary>Whether a whole, checksummed record starts at <paramref name="at"/> (or the segment ends there).</summary>
+    private static bool FrameIsValidAt(FileStream fs, long at, long length)
+    {
+        if (at == length) return true;
+        var back = fs.Position;
+        try
+        {
+            fs.Position = at;
+            var frame = new byte[FrameHeader];
+            if (!ReadExactly(fs, frame)) return false;
+            var len = BinaryPrimitives.ReadInt32LittleEndian(frame);
+            if (len <= 0 || len > MaxRecord || at + FrameHeader + len > length) return false;
+            var payload = new byte[len];
+            return ReadExactly(fs, payload) && KnownType(payload[0])
+                   && Crc32.HashToUInt32(payload) == BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(4));
+        }
+        finally { fs.Position = back; }
+    }
+
+    private static bool IsWholeBody(byte[] stored) =>
+        stored.Length > FrameHeader + JournalRecords.BodyImageStart
+        && BinaryPrimitives.ReadInt32LittleEndian(stored) == stored.Length - FrameHeader
+        && stored[FrameHeader] == (byte)RecordType.Body
+        && Crc32.HashToUInt32(stored.AsSpan(FrameHeader)) == BinaryPrimitives.ReadUInt32LittleEndian(stored.AsSpan(4));
 
     /// <summary>The frame (header and payload) at <paramref name="offset"/> as stored, unchecked but for its bounds.</summary>
     private static byte[] ReadStoredFrame(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, string path)
@@ -259,9 +304,10 @@ internal sealed class SpoolJournal : IDisposable
     // ---------------------------------------------------------------- writing
 
     /// <summary>Opens a fresh segment and starts the writer. Never appends behind an old (maybe torn) tail.</summary>
-    public void Start(Func<Action<byte[]>, List<SpooledMessage>> snapshotSource)
+    public void Start(Func<Action<byte[]>, List<SpooledMessage>> snapshotSource, Action<SpooledMessage> damagedBody)
     {
         _snapshotSource = snapshotSource;
+        _damagedBody = damagedBody;
         _activeNo++;
         _active = OpenSegment(SegmentPath(_activeNo), KindLog);
         SpoolFiles.SyncDirectory(_dir);
@@ -272,7 +318,7 @@ internal sealed class SpoolJournal : IDisposable
 
     private static FileStream OpenSegment(string path, byte kind)
     {
-        var fs = SpoolFiles.CreateNew(path, 1 << 16);
+        var fs = SpoolFiles.CreateNew(path, bufferSize: 0);   // unbuffered: a batch is one write, a failed one leaves nothing queued
         var header = new byte[HeaderLength];
         BinaryPrimitives.WriteUInt32LittleEndian(header, SegmentMagic);
         BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 1);
@@ -349,10 +395,9 @@ internal sealed class SpoolJournal : IDisposable
                 catch (Exception e) { _log.CompactionFailed(e.Message); }
             }
         }
-        lock (_batchLock)
-        {
-            if (_current.Count > 0) WriteBatch(_current);
-        }
+        Batch last;
+        lock (_batchLock) last = _current;   // written outside the lock: WriteBatch may take the spool's lock (lock order)
+        if (last.Count > 0) WriteBatch(last);
         _active?.Dispose();
     }
 
@@ -379,16 +424,12 @@ internal sealed class SpoolJournal : IDisposable
                 _newSegmentUnsynced = false;
             }
             Interlocked.Increment(ref SyncCount);
-            if (batch.Bodies.Count > 0)
+            foreach (var (m, offset) in batch.Bodies)
             {
-                lock (_gate)   // published under the spool's lock, where readers take both fields
-                {
-                    foreach (var (m, offset) in batch.Bodies)
-                    {
-                        m.BodyOffset = start + offset;
-                        m.BodySegment = (int)_activeNo;
-                    }
-                }
+                // Offset first, then the segment with release semantics: a reader that sees the segment (acquire)
+                // sees the offset too. No spool lock here: group commit never waits behind a long index walk.
+                m.BodyOffset = start + offset;
+                Volatile.Write(ref m.BodySegment, (int)_activeNo);
             }
             Interlocked.Add(ref _bytesSinceSnapshot, batch.Buffer.WrittenCount);
             batch.Done.TrySetResult();
@@ -401,14 +442,18 @@ internal sealed class SpoolJournal : IDisposable
             // look like lost mail to a later rescue), then continue in a fresh segment (replay skips any tear left).
             try
             {
-                if (start >= 0) _active!.SetLength(start);
+                if (start >= 0 && _active is not null)
+                {
+                    RandomAccess.SetLength(_active.SafeFileHandle, start);
+                    RandomAccess.FlushToDisk(_active.SafeFileHandle);
+                }
             }
-            catch (Exception) { }
+            catch (Exception) { }   // the disk is failing anyway; replay skips a tear, and rescue needs damage elsewhere
+            try { _active?.Dispose(); } catch (Exception) { }
             try
             {
-                _active?.Dispose();
-                _active = OpenSegment(SegmentPath(_activeNo + 1), KindLog);
-                _activeNo++;
+                _activeNo++;   // a number of its own even if this open fails too (a leftover file must not block every retry)
+                _active = OpenSegment(SegmentPath(_activeNo), KindLog);
                 _newSegmentUnsynced = true;
             }
             catch (Exception e2) { _log.JournalWriteFailed("cannot open a new segment: " + e2.Message); }
@@ -467,17 +512,17 @@ internal sealed class SpoolJournal : IDisposable
                 throw;
             }
         }
-        var covered = Interlocked.Exchange(ref _bytesSinceSnapshot, 0);
+        Interlocked.Exchange(ref _bytesSinceSnapshot, 0);
         _compaction = Task.Run(() =>
         {
             try { FinishSnapshot(snap, snapNo, frame, count, bodies, started); }
             catch (Exception e)
             {
-                // Nothing is deleted and no body moves; the journal is compacted again once it grows further.
+                // Nothing is deleted and no body moves; the next try comes once the journal has grown as much
+                // again (not at the next batch: a lasting read error must not make every commit compact).
                 _log.CompactionFailed(e.Message);
                 snap.Dispose();
                 TryDelete(SegmentPath(snapNo) + ".tmp");
-                Interlocked.Add(ref _bytesSinceSnapshot, covered);
             }
             finally
             {
@@ -502,14 +547,20 @@ internal sealed class SpoolJournal : IDisposable
                 var (segment, offset) = (bodies[i].BodySegment, bodies[i].BodyOffset);
                 if (!handles.TryGetValue(segment, out var handle))
                     handles[segment] = handle = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-                // Copied as stored, unchecked: a damaged record moves with its damage (its reader quarantines
-                // what it holds) and is never dropped here. Any read error aborts the compaction instead.
+                // Any read error aborts the compaction (nothing deleted). A body whose checksum fails is not
+                // copied: the spool quarantines its message now, with the bytes it still has (its old segment
+                // is deleted only below), as a delivery attempt would have.
                 var stored = ReadStoredFrame(handle, offset, SegmentPath(segment));
-                snap.Write(frame.WrittenSpan);
-                frame.ResetWrittenCount();
-                moved[i] = snap.Position;
-                snap.Write(stored);
+                if (!IsWholeBody(stored))
+                {
+                    moved[i] = -1;
+                    _damagedBody?.Invoke(bodies[i]);
+                    continue;
+                }
+                moved[i] = snap.Position + frame.WrittenCount;
+                frame.Write(stored);
                 count++;
+                if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
             }
         }
         finally
@@ -528,8 +579,9 @@ internal sealed class SpoolJournal : IDisposable
             // From now on bodies are read from the snapshot; a reader still holding an old place retries.
             for (var i = 0; i < bodies.Count; i++)
             {
-                bodies[i].BodySegment = (int)snapNo;
+                if (moved[i] < 0) continue;
                 bodies[i].BodyOffset = moved[i];
+                Volatile.Write(ref bodies[i].BodySegment, (int)snapNo);
             }
         }
         foreach (var p in Directory.EnumerateFiles(_dir, "*.log"))

@@ -147,6 +147,26 @@ public sealed class TransactionTests : IAsyncLifetime
         Assert.Equal(["a@remote.test", "c@remote.test", "d@remote.test"], _mx.Messages.Single().RcptTo.Select(l => l[(l.IndexOf('<') + 1)..l.IndexOf('>')]));
     }
 
+    [Theory]
+    [InlineData("rfc822;user(comment)@origin.test", false)]   // MimeKit drops the comment
+    [InlineData("rfc822;user@xn--bcher-kva.example", true)]   // MimeKit decodes the A-label for an SMTPUTF8 server
+    public async Task An_ORCPT_MailKit_cannot_write_back_exactly_is_never_sent_altered(string orcpt, bool smtpUtf8)
+    {
+        _mx.Dsn = true;
+        _mx.SmtpUtf8 = smtpUtf8;
+        var request = _world.Request("remote.test", World.Message(), e => e,
+            Rcpt("a@remote.test", DsnNotify.Failure, orcpt),
+            Rcpt("b@remote.test", DsnNotify.Default, orcpt));
+
+        var outcomes = await _world.Agent().DeliverAsync(request, default);
+
+        Assert.All(outcomes, o => Assert.Equal(OutcomeKind.Delivered, o.Kind));
+        // With NOTIFY, MailKit always adds an ORCPT: its own rfc822;<rcpt>, never a rewritten client value.
+        Assert.Contains("RCPT TO:<a@remote.test> NOTIFY=FAILURE ORCPT=rfc822;a@remote.test", _mx.Commands);
+        // Without NOTIFY, none is invented for it.
+        Assert.Contains("RCPT TO:<b@remote.test>", _mx.Commands);
+    }
+
     [Fact]
     public async Task Dsn_parameters_are_left_out_when_the_server_does_not_advertise_dsn()
     {
