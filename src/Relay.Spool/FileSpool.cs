@@ -88,6 +88,7 @@ public sealed class FileSpool : ISpoolStore
         foreach (var (payload, segment, offset) in _journal.Replay()) ApplyRecord(payload, segment, offset, bodies);
         SweepMessageFiles();
         RescueInline(bodies);
+        PointAtDamagedBodies();
         long pending = 0;
         var live = new SpooledMessage[_index.Count];   // sorted in place: no LINQ buffers at a million messages
         _index.Values.CopyTo(live, 0);
@@ -317,6 +318,20 @@ public sealed class FileSpool : ISpoolStore
             _log.Rescued(m.Id);
         }
         _rescued.Clear();
+    }
+
+    /// <summary>
+    /// A message whose Body record was damaged is left with no body (and no file): point it at the damaged record,
+    /// so that a read quarantines it with the bytes it still has instead of reporting a missing file.
+    /// </summary>
+    private void PointAtDamagedBodies()
+    {
+        foreach (var (id, segment, offset) in _journal.DamagedBodies)
+        {
+            if (!TryGet(id, out var m) || m.BodySegment != 0 || File.Exists(PathOf(id))) continue;
+            (m.BodySegment, m.BodyOffset) = (segment, offset);
+        }
+        _journal.DamagedBodies.Clear();
     }
 
     private List<SpooledMessage> WriteSnapshot(Action<byte[]> emit)

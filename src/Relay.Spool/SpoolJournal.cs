@@ -48,6 +48,9 @@ internal sealed class SpoolJournal : IDisposable
     /// <summary>True when replay met a damaged record (so lost commits may exist).</summary>
     public bool HadCorruption { get; private set; }
 
+    /// <summary>Replay: records with a bad checksum that look like a message's Body (id, segment, frame offset).</summary>
+    public List<(string Id, int Segment, long Offset)> DamagedBodies { get; } = [];
+
     /// <summary>True when there was no journal at all.</summary>
     public bool WasEmpty { get; private set; }
 
@@ -90,7 +93,7 @@ internal sealed class SpoolJournal : IDisposable
         for (var i = start; i < segments.Count; i++)
         {
             bytes += new FileInfo(segments[i].Path).Length;
-            foreach (var (payload, offset) in ReadSegment(segments[i].Path, isLast: i == segments.Count - 1))
+            foreach (var (payload, offset) in ReadSegment(segments[i].Path, (int)segments[i].No, isLast: i == segments.Count - 1))
                 yield return (payload, (int)segments[i].No, offset);
         }
         _bytesSinceSnapshot = bytes;
@@ -110,7 +113,7 @@ internal sealed class SpoolJournal : IDisposable
         catch (IOException) { return 255; }
     }
 
-    private IEnumerable<(byte[] Payload, long Offset)> ReadSegment(string path, bool isLast)
+    private IEnumerable<(byte[] Payload, long Offset)> ReadSegment(string path, int segmentNo, bool isLast)
     {
         FileStream fs;
         try { fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20); }
@@ -149,14 +152,16 @@ internal sealed class SpoolJournal : IDisposable
                     && FrameIsValidAt(fs, pos + FrameHeader + len, length))
                 {
                     // One damaged record with intact bounds (the next frame checks out): skip exactly it, never
-                    // scanning the message bytes inside it for frames. A damaged Body keeps its place, so its message
-                    // finds it and is quarantined with its bytes when read; nothing else was lost with it.
+                    // scanning the message bytes inside it for frames. If it looks like a Body, its place is noted:
+                    // a message left with no body at all is pointed there, so it is quarantined with its bytes when
+                    // read (never used to replace a good body: the damage may be elsewhere than it seems).
                     var end = pos + FrameHeader + len;
                     _log.CorruptRecord(path, pos, end - pos);
                     QuarantineCopy(path);
-                    fs.Position = end;
-                    if (LooksLikeBody(scratch.AsSpan(0, len))) { yield return (scratch[..JournalRecords.BodyImageStart], pos); continue; }
                     HadCorruption = true;
+                    fs.Position = end;
+                    if (LooksLikeBody(scratch.AsSpan(0, len)))
+                        DamagedBodies.Add((System.Text.Encoding.ASCII.GetString(scratch, 2, MessageId.Length), segmentNo, pos));
                     continue;
                 }
                 if (payload is null)
