@@ -31,6 +31,7 @@ internal sealed class SpoolJournal : IDisposable
     private long _lastSnapshotBytes;
     private bool _compactRequested;
     private volatile bool _stopping;
+    private bool _closed;   // under _batchLock: the writer took its last batch
     private Thread? _writer;
     private Task _compaction = Task.CompletedTask;   // the snapshot being finished beside the writer (one at a time)
     private Func<Action<byte[]>, List<SpooledMessage>>? _snapshotSource;
@@ -148,24 +149,14 @@ internal sealed class SpoolJournal : IDisposable
                         payload = scratch[0] == (byte)RecordType.Body ? scratch[..Math.Min(len, JournalRecords.BodyImageStart)] : record.ToArray();
                     }
                 }
-                if (payload is null && ok && len > 0 && len <= MaxRecord && pos + FrameHeader + len <= length
-                    && FrameIsValidAt(fs, pos + FrameHeader + len, length))
-                {
-                    // One damaged record with intact bounds (the next frame checks out): skip exactly it, never
-                    // scanning the message bytes inside it for frames. If it looks like a Body, its place is noted:
-                    // a message left with no body at all is pointed there, so it is quarantined with its bytes when
-                    // read (never used to replace a good body: the damage may be elsewhere than it seems).
-                    var end = pos + FrameHeader + len;
-                    _log.CorruptRecord(path, pos, end - pos);
-                    QuarantineCopy(path);
-                    HadCorruption = true;
-                    fs.Position = end;
-                    if (LooksLikeBody(scratch.AsSpan(0, len)))
-                        DamagedBodies.Add((System.Text.Encoding.ASCII.GetString(scratch, 2, MessageId.Length), segmentNo, pos));
-                    continue;
-                }
                 if (payload is null)
                 {
+                    // A damaged record that still starts like a Body: note its place. A message left with no body
+                    // at all is pointed there after replay, so a read quarantines it with the bytes it still has.
+                    // (Its length field is not trusted: the scan below looks for the next whole frame from pos + 1.)
+                    if (len > JournalRecords.BodyImageStart && len <= MaxRecord && pos + FrameHeader + len <= length
+                        && LooksLikeBody(scratch.AsSpan(0, Math.Min(len, scratch.Length))))
+                        DamagedBodies.Add((System.Text.Encoding.ASCII.GetString(scratch, 2, MessageId.Length), segmentNo, pos));
                     var next = Resync(fs, pos + 1, length);
                     if (next < 0)
                     {
@@ -194,24 +185,6 @@ internal sealed class SpoolJournal : IDisposable
         record.Length > JournalRecords.BodyImageStart && record[0] == (byte)RecordType.Body && record[1] == MessageId.Length
         && MessageId.TryParse(System.Text.Encoding.ASCII.GetString(record.Slice(2, MessageId.Length)), out _);
 
-    /// <summary>Whether a whole, checksummed record starts at <paramref name="at"/> (or the segment ends there).</summary>
-    private static bool FrameIsValidAt(FileStream fs, long at, long length)
-    {
-        if (at == length) return true;
-        var back = fs.Position;
-        try
-        {
-            fs.Position = at;
-            var frame = new byte[FrameHeader];
-            if (!ReadExactly(fs, frame)) return false;
-            var len = BinaryPrimitives.ReadInt32LittleEndian(frame);
-            if (len <= 0 || len > MaxRecord || at + FrameHeader + len > length) return false;
-            var payload = new byte[len];
-            return ReadExactly(fs, payload) && KnownType(payload[0])
-                   && Crc32.HashToUInt32(payload) == BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(4));
-        }
-        finally { fs.Position = back; }
-    }
 
     private static bool IsWholeBody(byte[] stored) =>
         stored.Length > FrameHeader + JournalRecords.BodyImageStart
@@ -341,6 +314,7 @@ internal sealed class SpoolJournal : IDisposable
         if (_stopping) return Task.FromException(new SpoolWriteException("spool is shutting down"));
         lock (_batchLock)
         {
+            if (_closed) return Task.FromException(new SpoolWriteException("spool is shutting down"));
             var b = _current;
             WriteFrame(b.Buffer, payload);
             if (syncDir is not null) b.Dirs.Add(syncDir);
@@ -360,6 +334,7 @@ internal sealed class SpoolJournal : IDisposable
         if (_stopping) return Task.FromException(new SpoolWriteException("spool is shutting down"));
         lock (_batchLock)
         {
+            if (_closed) return Task.FromException(new SpoolWriteException("spool is shutting down"));
             var b = _current;
             b.Bodies.Add((message, b.Buffer.WrittenCount));
             WriteFrame(b.Buffer, body);
@@ -401,7 +376,11 @@ internal sealed class SpoolJournal : IDisposable
             }
         }
         Batch last;
-        lock (_batchLock) last = _current;   // written outside the lock: WriteBatch may take the spool's lock (lock order)
+        lock (_batchLock)
+        {
+            last = _current;
+            _closed = true;   // nothing joins the last batch once it is taken (it would be acknowledged unwritten)
+        }
         if (last.Count > 0) WriteBatch(last);
         _active?.Dispose();
     }
@@ -442,7 +421,6 @@ internal sealed class SpoolJournal : IDisposable
         catch (Exception e)
         {
             _log.JournalWriteFailed(e.Message);
-            batch.Done.TrySetException(new SpoolWriteException("spool journal write failed: " + e.Message, e));
             // The segment may now end in a torn record: cut it off (else a Body record of this refused batch could
             // look like lost mail to a later rescue), then continue in a fresh segment (replay skips any tear left).
             try
@@ -454,6 +432,8 @@ internal sealed class SpoolJournal : IDisposable
                 }
             }
             catch (Exception) { }   // the disk is failing anyway; replay skips a tear, and rescue needs damage elsewhere
+            // Refused only now: cut first, so a crash in between does not leave a refused commit to be replayed.
+            batch.Done.TrySetException(new SpoolWriteException("spool journal write failed: " + e.Message, e));
             try { _active?.Dispose(); } catch (Exception) { }
             try
             {

@@ -400,4 +400,56 @@ public sealed class InlineBodyTests : IDisposable
         Assert.InRange(Segments.Count, 1, 10);
         Assert.Equal(61, spool.Count);
     }
+
+    [Fact]
+    public async Task A_Body_whose_length_field_is_damaged_does_not_swallow_the_next_commit()
+    {
+        (string Id, byte[] Bytes) a, b;
+        await using (var spool = Open())
+        {
+            a = await Commit(spool);                              // inline: Body + Message
+            b = await Commit(spool, size: 70_000, chunk: 10_000); // spills into its own file: Message record only
+        }
+        var segment = Segments.Single();
+        var bytes = File.ReadAllBytes(segment);
+        Assert.Equal(8, bytes[16 + 8]);                            // the first frame is a's Body record
+        // One damaged field: a's Body length now reaches the end of the segment (in bounds; "the next frame" is the end).
+        BitConverter.TryWriteBytes(bytes.AsSpan(16), bytes.Length - 16 - 8);
+        File.WriteAllBytes(segment, bytes);
+
+        await using var reopened = Open();
+        Assert.NotNull(reopened.Find(b.Id));                      // acknowledged: must still be here (rescued at least)
+        Assert.Equal(b.Bytes, await Content(reopened, b.Id));
+    }
+
+    [Fact]
+    public async Task A_damaged_Body_length_does_not_resend_a_recipient_marked_delivered_after_it()
+    {
+        string a, b;
+        await using (var spool = Open())
+        {
+            a = (await Commit(spool)).Id;                          // inline: Body + Message
+            await using (var m = spool.Begin())                   // b: spills into its own file, two recipients
+            {
+                b = m.Id;
+                await m.WriteAsync(Messages.Body(m.Id, 70_000));
+                await m.CommitAsync(new MessageEnvelope
+                {
+                    Id = m.Id, Sender = "sender@example.test", ArrivedAt = _clock.GetUtcNow(),
+                    Recipients = [new RecipientEntry { Address = "r0@x.test", Schedule = "default", Queue = "default" },
+                                  new RecipientEntry { Address = "r1@x.test", Schedule = "default", Queue = "default" }],
+                });
+            }
+            await spool.UpdateRecipientsAsync(b, [new RecipientChange(0, RecipientStatus.Delivered, 1, null, null, 0, true)], default);
+        }
+        var segment = Segments.Single();
+        var bytes = File.ReadAllBytes(segment);
+        Assert.Equal(8, bytes[16 + 8]);
+        BitConverter.TryWriteBytes(bytes.AsSpan(16), bytes.Length - 16 - 8);   // a's Body length now reaches the segment end
+        File.WriteAllBytes(segment, bytes);
+
+        await using var reopened = Open();
+        Assert.NotNull(reopened.Find(b));
+        Assert.Equal(RecipientStatus.Delivered, reopened.Find(b)!.GetRecipient(0).Status);   // else r0 gets it again
+    }
 }
