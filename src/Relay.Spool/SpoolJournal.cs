@@ -25,6 +25,7 @@ internal sealed class SpoolJournal : IDisposable
     private readonly AutoResetEvent _signal = new(false);
     private Batch _current = new();
     private FileStream? _active;
+    private uint _activeSalt;
     private long _activeNo;
     private long _bytesSinceSnapshot;   // Interlocked: the writer adds, a failed compaction gives back
     private bool _newSegmentUnsynced;   // the active segment's directory entry is not yet fsynced (writer thread only)
@@ -128,6 +129,7 @@ internal sealed class SpoolJournal : IDisposable
                 if (length > 0) { QuarantineCopy(path); _log.SegmentUnreadable(path, "bad header"); HadCorruption = true; }
                 yield break;
             }
+            var salt = SaltOf(header);
             var frame = new byte[FrameHeader];
             var scratch = new byte[64 * 1024];   // record bytes are checked here; only what replay needs is copied out
             var sawEnd = header[8] != KindSnapshot;
@@ -137,7 +139,7 @@ internal sealed class SpoolJournal : IDisposable
                 if (pos == length) break;
                 var ok = ReadExactly(fs, frame);
                 var len = ok ? BinaryPrimitives.ReadInt32LittleEndian(frame) : -1;
-                var crc = ok ? BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(4)) : 0;
+                var crc = ok ? BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(4)) ^ salt : 0;
                 byte[]? payload = null;
                 if (len > 0 && len <= MaxRecord && pos + FrameHeader + len <= length)
                 {
@@ -157,7 +159,7 @@ internal sealed class SpoolJournal : IDisposable
                     if (len > JournalRecords.BodyImageStart && len <= MaxRecord && pos + FrameHeader + len <= length
                         && LooksLikeBody(scratch.AsSpan(0, Math.Min(len, scratch.Length))))
                         DamagedBodies.Add((System.Text.Encoding.ASCII.GetString(scratch, 2, MessageId.Length), segmentNo, pos));
-                    var next = Resync(fs, pos + 1, length);
+                    var next = Resync(fs, pos + 1, length, salt);
                     if (next < 0)
                     {
                         // Nothing valid follows: a torn tail from a crash mid-write (normal for the last segment).
@@ -186,11 +188,11 @@ internal sealed class SpoolJournal : IDisposable
         && MessageId.TryParse(System.Text.Encoding.ASCII.GetString(record.Slice(2, MessageId.Length)), out _);
 
 
-    private static bool IsWholeBody(byte[] stored) =>
+    private static bool IsWholeBody(byte[] stored, uint salt) =>
         stored.Length > FrameHeader + JournalRecords.BodyImageStart
         && BinaryPrimitives.ReadInt32LittleEndian(stored) == stored.Length - FrameHeader
         && stored[FrameHeader] == (byte)RecordType.Body
-        && Crc32.HashToUInt32(stored.AsSpan(FrameHeader)) == BinaryPrimitives.ReadUInt32LittleEndian(stored.AsSpan(4));
+        && (Crc32.HashToUInt32(stored.AsSpan(FrameHeader)) ^ salt) == BinaryPrimitives.ReadUInt32LittleEndian(stored.AsSpan(4));
 
     /// <summary>The frame (header and payload) at <paramref name="offset"/> as stored, unchecked but for its bounds.</summary>
     private static byte[] ReadStoredFrame(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, string path)
@@ -239,7 +241,7 @@ internal sealed class SpoolJournal : IDisposable
             throw new SpoolCorruptException($"{path}@{offset}: damaged message record");
         var payload = new byte[len];
         if (RandomAccess.Read(handle, payload, offset + FrameHeader) < len
-            || Crc32.HashToUInt32(payload) != BinaryPrimitives.ReadUInt32LittleEndian(frame[4..])
+            || (Crc32.HashToUInt32(payload) ^ SaltOf(handle)) != BinaryPrimitives.ReadUInt32LittleEndian(frame[4..])
             || payload[0] != (byte)RecordType.Body)
             throw new SpoolCorruptException($"{path}@{offset}: message record checksum mismatch");
         return payload;
@@ -252,7 +254,7 @@ internal sealed class SpoolJournal : IDisposable
     }
 
     /// <summary>Finds the next offset at which a whole, checksummed record starts, or −1.</summary>
-    private static long Resync(FileStream fs, long from, long length)
+    private static long Resync(FileStream fs, long from, long length, uint salt)
     {
         if (from >= length) return -1;
         var rest = new byte[length - from];
@@ -264,7 +266,7 @@ internal sealed class SpoolJournal : IDisposable
             if (len <= 0 || len > MaxRecord || i + FrameHeader + len > rest.Length) continue;
             var payload = rest.AsSpan(i + FrameHeader, len);
             if (!KnownType(payload[0])) continue;
-            if (Crc32.HashToUInt32(payload) == BinaryPrimitives.ReadUInt32LittleEndian(rest.AsSpan(i + 4))) return from + i;
+            if ((Crc32.HashToUInt32(payload) ^ salt) == BinaryPrimitives.ReadUInt32LittleEndian(rest.AsSpan(i + 4))) return from + i;
         }
         return -1;
     }
@@ -287,22 +289,39 @@ internal sealed class SpoolJournal : IDisposable
         _snapshotSource = snapshotSource;
         _damagedBody = damagedBody;
         _activeNo++;
-        _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+        _active = OpenSegment(SegmentPath(_activeNo), KindLog, out _activeSalt);
         SpoolFiles.SyncDirectory(_dir);
         _writer = new Thread(WriterLoop) { IsBackground = true, Name = "spool-journal" };
         _writer.Start();
         if (_compactRequested) _signal.Set();
     }
 
-    private static FileStream OpenSegment(string path, byte kind)
+    /// <summary>
+    /// A new segment, header: magic, version 2, kind, and a random salt. Every frame's CRC there is XORed with the
+    /// salt, so bytes inside a message (which a sender chooses) can never pass for a record of this segment when
+    /// replay scans past a damaged frame. Version 1 segments (no salt) still replay.
+    /// </summary>
+    private static FileStream OpenSegment(string path, byte kind, out uint salt)
     {
+        salt = 0;
+        while (salt == 0) salt = BinaryPrimitives.ReadUInt32LittleEndian(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
         var fs = SpoolFiles.CreateNew(path, bufferSize: 0);   // unbuffered: a batch is one write, a failed one leaves nothing queued
         var header = new byte[HeaderLength];
         BinaryPrimitives.WriteUInt32LittleEndian(header, SegmentMagic);
-        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 1);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 2);
         header[8] = kind;
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(12), salt);
         fs.Write(header);
         return fs;
+    }
+
+    private static uint SaltOf(ReadOnlySpan<byte> header) =>
+        BinaryPrimitives.ReadUInt32LittleEndian(header[4..]) >= 2 ? BinaryPrimitives.ReadUInt32LittleEndian(header[12..]) : 0;
+
+    private static uint SaltOf(Microsoft.Win32.SafeHandles.SafeFileHandle handle)
+    {
+        Span<byte> header = stackalloc byte[HeaderLength];
+        return RandomAccess.Read(handle, header, 0) == HeaderLength ? SaltOf(header) : 0;
     }
 
     /// <summary>
@@ -345,13 +364,29 @@ internal sealed class SpoolJournal : IDisposable
         }
     }
 
-    private static void WriteFrame(IBufferWriter<byte> buffer, byte[] payload)
+    /// <summary>Frames a record; its CRC is XORed with <paramref name="salt"/> (0: a batch, salted when written).</summary>
+    private static void WriteFrame(IBufferWriter<byte> buffer, byte[] payload, uint salt = 0)
     {
         var span = buffer.GetSpan(FrameHeader + payload.Length);
         BinaryPrimitives.WriteInt32LittleEndian(span, payload.Length);
-        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.HashToUInt32(payload));
+        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32.HashToUInt32(payload) ^ salt);
         payload.CopyTo(span[FrameHeader..]);
         buffer.Advance(FrameHeader + payload.Length);
+    }
+
+    /// <summary>XORs the CRC of every frame in a batch with the salt of the segment it is about to be written to.</summary>
+    private static void SaltFrames(ArrayBufferWriter<byte> buffer, uint salt)
+    {
+        if (salt == 0) return;
+        if (!System.Runtime.InteropServices.MemoryMarshal.TryGetArray(buffer.WrittenMemory, out var written))
+            throw new InvalidOperationException("batch buffer is not array-backed");   // refuse the batch rather than write unsalted frames
+        var span = written.AsSpan();
+        for (var at = 0; at + FrameHeader <= span.Length;)
+        {
+            var crc = span.Slice(at + 4, 4);
+            BinaryPrimitives.WriteUInt32LittleEndian(crc, BinaryPrimitives.ReadUInt32LittleEndian(crc) ^ salt);
+            at += FrameHeader + BinaryPrimitives.ReadInt32LittleEndian(span[at..]);
+        }
     }
 
     private void WriterLoop()
@@ -398,6 +433,7 @@ internal sealed class SpoolJournal : IDisposable
                 Parallel.ForEach(batch.Files, new ParallelOptions { MaxDegreeOfParallelism = 16 }, f => f.Flush(flushToDisk: true));
             foreach (var dir in batch.Dirs) SpoolFiles.SyncDirectory(dir);
             start = _active!.Position;
+            SaltFrames(batch.Buffer, _activeSalt);
             _active.Write(batch.Buffer.WrittenSpan);
             _active.Flush(flushToDisk: true);
             if (_newSegmentUnsynced)
@@ -438,7 +474,7 @@ internal sealed class SpoolJournal : IDisposable
             try
             {
                 _activeNo++;   // a number of its own even if this open fails too (a leftover file must not block every retry)
-                _active = OpenSegment(SegmentPath(_activeNo), KindLog);
+                _active = OpenSegment(SegmentPath(_activeNo), KindLog, out _activeSalt);
                 _newSegmentUnsynced = true;
             }
             catch (Exception e2) { _log.JournalWriteFailed("cannot open a new segment: " + e2.Message); }
@@ -458,6 +494,7 @@ internal sealed class SpoolJournal : IDisposable
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         long snapNo;
         FileStream snap;
+        uint snapSalt;
         long count = 0;
         var frame = new ArrayBufferWriter<byte>(1 << 16);
         List<SpooledMessage> bodies;
@@ -473,19 +510,20 @@ internal sealed class SpoolJournal : IDisposable
             // snapshot must copy has a place on disk.
             if (pending.Count > 0) WriteBatch(pending);
             snapNo = _activeNo + 1;
-            snap = OpenSegment(SegmentPath(snapNo) + ".tmp", KindSnapshot);
+            snap = OpenSegment(SegmentPath(snapNo) + ".tmp", KindSnapshot, out snapSalt);
             try
             {
                 // Nothing changes until both segments exist: a failed open leaves the writer on segment N.
-                var next = OpenSegment(SegmentPath(snapNo + 1), KindLog);
+                var next = OpenSegment(SegmentPath(snapNo + 1), KindLog, out var nextSalt);
                 _active?.Dispose();
                 _active = next;
+                _activeSalt = nextSalt;
                 _activeNo = snapNo + 1;
                 _newSegmentUnsynced = true;
 
                 bodies = _snapshotSource!(payload =>
                 {
-                    WriteFrame(frame, payload);
+                    WriteFrame(frame, payload, snapSalt);
                     count++;
                     if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
                 });
@@ -500,7 +538,7 @@ internal sealed class SpoolJournal : IDisposable
         Interlocked.Exchange(ref _bytesSinceSnapshot, 0);
         _compaction = Task.Run(() =>
         {
-            try { FinishSnapshot(snap, snapNo, frame, count, bodies, started); }
+            try { FinishSnapshot(snap, snapNo, snapSalt, frame, count, bodies, started); }
             catch (Exception e)
             {
                 // Nothing is deleted and no body moves; the next try comes once the journal has grown as much
@@ -520,29 +558,35 @@ internal sealed class SpoolJournal : IDisposable
     /// The listed messages' body places cannot change meanwhile: the writer only sets those of new messages, and
     /// this is the one compaction running, so they are read here without the lock.
     /// </remarks>
-    private void FinishSnapshot(FileStream snap, long snapNo, ArrayBufferWriter<byte> frame, long count,
+    private void FinishSnapshot(FileStream snap, long snapNo, uint snapSalt, ArrayBufferWriter<byte> frame, long count,
                                 List<SpooledMessage> bodies, long started)
     {
         var moved = new long[bodies.Count];
-        var handles = new Dictionary<int, Microsoft.Win32.SafeHandles.SafeFileHandle>();
+        var handles = new Dictionary<int, (Microsoft.Win32.SafeHandles.SafeFileHandle Handle, uint Salt)>();
         try
         {
             for (var i = 0; i < bodies.Count; i++)
             {
                 var (segment, offset) = (bodies[i].BodySegment, bodies[i].BodyOffset);
-                if (!handles.TryGetValue(segment, out var handle))
-                    handles[segment] = handle = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                if (!handles.TryGetValue(segment, out var source))
+                {
+                    var opened = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    handles[segment] = source = (opened, SaltOf(opened));
+                }
+                var handle = source.Handle;
                 // Any read error aborts the compaction (nothing deleted). A body whose checksum fails is not
                 // copied: the spool quarantines its message now, with the bytes it still has (its old segment
                 // is deleted only below), as a delivery attempt would have.
                 var stored = ReadStoredFrame(handle, offset, SegmentPath(segment));
-                if (!IsWholeBody(stored))
+                if (!IsWholeBody(stored, source.Salt))
                 {
                     moved[i] = -1;
                     _damagedBody?.Invoke(bodies[i]);
                     continue;
                 }
                 moved[i] = snap.Position + frame.WrittenCount;
+                // Re-salted for the snapshot: its checksum now holds under the snapshot segment's salt.
+                BinaryPrimitives.WriteUInt32LittleEndian(stored.AsSpan(4), BinaryPrimitives.ReadUInt32LittleEndian(stored.AsSpan(4)) ^ source.Salt ^ snapSalt);
                 frame.Write(stored);
                 count++;
                 if (frame.WrittenCount > 1 << 20) { snap.Write(frame.WrittenSpan); frame.ResetWrittenCount(); }
@@ -550,9 +594,9 @@ internal sealed class SpoolJournal : IDisposable
         }
         finally
         {
-            foreach (var h in handles.Values) h.Dispose();
+            foreach (var h in handles.Values) h.Handle.Dispose();
         }
-        WriteFrame(frame, JournalRecords.SnapshotEnd(count));
+        WriteFrame(frame, JournalRecords.SnapshotEnd(count), snapSalt);
         snap.Write(frame.WrittenSpan);
         snap.Flush(flushToDisk: true);
         var size = snap.Length;

@@ -452,4 +452,40 @@ public sealed class InlineBodyTests : IDisposable
         Assert.NotNull(reopened.Find(b));
         Assert.Equal(RecipientStatus.Delivered, reopened.Find(b)!.GetRecipient(0).Status);   // else r0 gets it again
     }
+
+    [Fact]
+    public async Task Bytes_inside_a_message_never_pass_for_a_journal_record_when_replay_scans_past_damage()
+    {
+        string victim, carrier;
+        await using (var spool = Open())
+        {
+            victim = (await Commit(spool)).Id;
+            // A sender's message whose body holds a well-formed frame, Remove(victim), with the plain CRC-32 anyone can compute.
+            var forged = JournalRecords.Remove(victim);
+            var frame = new byte[8 + forged.Length];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(frame, forged.Length);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(4), System.IO.Hashing.Crc32.HashToUInt32(forged));
+            forged.CopyTo(frame, 8);
+            await using var m = spool.Begin();
+            carrier = m.Id;
+            await m.WriteAsync(System.Text.Encoding.ASCII.GetBytes("Subject: x\r\n\r\n"));
+            await m.WriteAsync(frame);
+            await m.WriteAsync(System.Text.Encoding.ASCII.GetBytes("\r\n"));
+            await m.CommitAsync(new MessageEnvelope
+            {
+                Id = m.Id, Sender = "sender@example.test", ArrivedAt = _clock.GetUtcNow(),
+                Recipients = [new RecipientEntry { Address = "a@x.test", Schedule = "default", Queue = "default" }],
+            });
+        }
+        // Damage the carrier's Body frame (its CRC field): replay scans for the next frame from inside its bytes.
+        var segment = Segments.Single();
+        var bytes = File.ReadAllBytes(segment);
+        var at = bytes.AsSpan().IndexOf([(byte)8, (byte)16, .. System.Text.Encoding.ASCII.GetBytes(carrier)]) - 8;
+        bytes[at + 4] ^= 0xFF;
+        File.WriteAllBytes(segment, bytes);
+
+        await using var reopened = Open();
+        Assert.NotNull(reopened.Find(victim));    // the segment's salt keeps the forged record from matching
+        Assert.NotNull(reopened.Find(carrier));   // its own Message record, found by the scan, still applies
+    }
 }
