@@ -488,4 +488,26 @@ public sealed class InlineBodyTests : IDisposable
         Assert.NotNull(reopened.Find(victim));    // the segment's salt keeps the forged record from matching
         Assert.NotNull(reopened.Find(carrier));   // its own Message record, found by the scan, still applies
     }
+
+    [Fact]
+    public async Task A_journal_written_before_segments_had_a_salt_still_replays()
+    {
+        (string Id, byte[] Bytes) m;
+        await using (var spool = Open()) m = await Commit(spool, 3000, 1000);
+        // Turn the segment into the version 1 format: no salt in the header, plain CRCs.
+        var segment = Segments.Single();
+        var bytes = File.ReadAllBytes(segment);
+        var salt = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(12));
+        Assert.Equal(2u, System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(4)));
+        Assert.NotEqual(0u, salt);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(4), 1);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(12), 0);
+        for (var at = 16; at + 8 <= bytes.Length; at += 8 + BitConverter.ToInt32(bytes, at))
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(at + 4), System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(at + 4)) ^ salt);
+        File.WriteAllBytes(segment, bytes);
+
+        await using var reopened = Open();
+        Assert.Equal(m.Bytes, await Content(reopened, m.Id));   // the Body is read back from the version 1 segment
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(Root, "quarantine")));
+    }
 }
