@@ -27,7 +27,7 @@ internal sealed class SpoolJournal : IDisposable
     private FileStream? _active;
     private uint _activeSalt;
     private long _activeNo;
-    private long _bytesSinceSnapshot;   // Interlocked: the writer adds, a failed compaction gives back
+    private long _bytesSinceSnapshot;   // writer thread only (set by replay before it starts)
     private bool _newSegmentUnsynced;   // the active segment's directory entry is not yet fsynced (writer thread only)
     private long _lastSnapshotBytes;
     private bool _compactRequested;
@@ -187,7 +187,7 @@ internal sealed class SpoolJournal : IDisposable
         record.Length > JournalRecords.BodyImageStart && record[0] == (byte)RecordType.Body && record[1] == MessageId.Length
         && MessageId.TryParse(System.Text.Encoding.ASCII.GetString(record.Slice(2, MessageId.Length)), out _);
 
-
+    /// <summary>Whether a frame as stored (see <see cref="ReadStoredFrame"/>) is a whole Body record whose CRC holds.</summary>
     private static bool IsWholeBody(byte[] stored, uint salt) =>
         stored.Length > FrameHeader + JournalRecords.BodyImageStart
         && BinaryPrimitives.ReadInt32LittleEndian(stored) == stored.Length - FrameHeader
@@ -201,24 +201,23 @@ internal sealed class SpoolJournal : IDisposable
         if (RandomAccess.Read(handle, header, offset) < FrameHeader) throw new IOException($"{path}@{offset}: short read");
         var len = BinaryPrimitives.ReadInt32LittleEndian(header);
         var room = RandomAccess.GetLength(handle) - offset - FrameHeader;
-        if (len <= 0 || len > MaxRecord || len > room) len = (int)Math.Clamp(room, 0, JournalRecords.BodyImageStart);   // a damaged length: keep what is certain
+        if (len <= 0 || len > MaxRecord || len > room) return header.ToArray();   // a damaged length: the header alone (never whole)
         var stored = new byte[FrameHeader + len];
         header.CopyTo(stored);
         if (RandomAccess.Read(handle, stored.AsSpan(FrameHeader), offset + FrameHeader) < len) throw new IOException($"{path}@{offset}: short read");
         return stored;
     }
 
+    private Microsoft.Win32.SafeHandles.SafeFileHandle OpenForRead(int segment) =>
+        File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+
     /// <summary>Best effort, no checks: the payload bytes of the record at that place (for the quarantine), or null.</summary>
     public byte[]? ReadRawRecord(int segment, long offset)
     {
         try
         {
-            using var handle = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            Span<byte> frame = stackalloc byte[FrameHeader];
-            if (RandomAccess.Read(handle, frame, offset) < FrameHeader) return null;
-            var len = (int)Math.Clamp(BinaryPrimitives.ReadInt32LittleEndian(frame), 0, Math.Min(MaxRecord, RandomAccess.GetLength(handle) - offset - FrameHeader));
-            var payload = new byte[len];
-            return RandomAccess.Read(handle, payload, offset + FrameHeader) == len ? payload : null;
+            using var handle = OpenForRead(segment);
+            return ReadStoredFrame(handle, offset, SegmentPath(segment))[FrameHeader..];
         }
         catch (IOException) { return null; }
     }
@@ -230,21 +229,13 @@ internal sealed class SpoolJournal : IDisposable
     /// <exception cref="SpoolCorruptException">No whole, checksummed Body record there.</exception>
     public byte[] ReadBody(int segment, long offset)
     {
-        var path = SegmentPath(segment);
-        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        Span<byte> frame = stackalloc byte[FrameHeader];
-        var length = RandomAccess.GetLength(handle);
-        if (offset + FrameHeader > length || RandomAccess.Read(handle, frame, offset) < FrameHeader)
-            throw new SpoolCorruptException($"{path}@{offset}: message record beyond the end of the segment");
-        var len = BinaryPrimitives.ReadInt32LittleEndian(frame);
-        if (len <= JournalRecords.BodyImageStart || len > MaxRecord || offset + FrameHeader + len > length)
-            throw new SpoolCorruptException($"{path}@{offset}: damaged message record");
-        var payload = new byte[len];
-        if (RandomAccess.Read(handle, payload, offset + FrameHeader) < len
-            || (Crc32.HashToUInt32(payload) ^ SaltOf(handle)) != BinaryPrimitives.ReadUInt32LittleEndian(frame[4..])
-            || payload[0] != (byte)RecordType.Body)
-            throw new SpoolCorruptException($"{path}@{offset}: message record checksum mismatch");
-        return payload;
+        using var handle = OpenForRead(segment);
+        byte[] stored;
+        try { stored = ReadStoredFrame(handle, offset, SegmentPath(segment)); }
+        catch (IOException e) when (e is not FileNotFoundException) { throw new SpoolCorruptException(e.Message, e); }
+        if (!IsWholeBody(stored, SaltOf(handle)))
+            throw new SpoolCorruptException($"{SegmentPath(segment)}@{offset}: message record damaged (checksum or length)");
+        return stored[FrameHeader..];
     }
 
     private static bool ReadExactly(Stream s, Memory<byte> buffer)
@@ -451,7 +442,7 @@ internal sealed class SpoolJournal : IDisposable
                 m.BodyOffset = start + offset;
                 Volatile.Write(ref m.BodySegment, (int)_activeNo);
             }
-            Interlocked.Add(ref _bytesSinceSnapshot, batch.Buffer.WrittenCount);
+            _bytesSinceSnapshot += batch.Buffer.WrittenCount;
             batch.Done.TrySetResult();
         }
         catch (Exception e)
@@ -535,7 +526,7 @@ internal sealed class SpoolJournal : IDisposable
                 throw;
             }
         }
-        Interlocked.Exchange(ref _bytesSinceSnapshot, 0);
+        _bytesSinceSnapshot = 0;
         _compaction = Task.Run(() =>
         {
             try { FinishSnapshot(snap, snapNo, snapSalt, frame, count, bodies, started); }
@@ -570,14 +561,13 @@ internal sealed class SpoolJournal : IDisposable
                 var (segment, offset) = (bodies[i].BodySegment, bodies[i].BodyOffset);
                 if (!handles.TryGetValue(segment, out var source))
                 {
-                    var opened = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    var opened = OpenForRead(segment);
                     handles[segment] = source = (opened, SaltOf(opened));
                 }
-                var handle = source.Handle;
                 // Any read error aborts the compaction (nothing deleted). A body whose checksum fails is not
                 // copied: the spool quarantines its message now, with the bytes it still has (its old segment
                 // is deleted only below), as a delivery attempt would have.
-                var stored = ReadStoredFrame(handle, offset, SegmentPath(segment));
+                var stored = ReadStoredFrame(source.Handle, offset, SegmentPath(segment));
                 if (!IsWholeBody(stored, source.Salt))
                 {
                     moved[i] = -1;
