@@ -19,8 +19,9 @@ internal sealed class SmtpTransaction(MessageEnvelope envelope, IReadOnlyList<(M
 
     public bool SenderAccepted { get; set; }
 
-    // Mailboxes whose Address holds the client's ORCPT address for the moment MailKit builds the ORCPT parameter.
-    private readonly List<(MailboxAddress Mailbox, string Address)> _swapped = [];
+    // The mailbox whose Address holds the client's ORCPT address while MailKit builds the ORCPT parameter (one at a
+    // time: every lend gives the previous one back first), and its own address.
+    private (MailboxAddress Mailbox, string Own)? _lent;
 
     /// <summary>
     /// MailKit 4.18.2 builds ORCPT from the RCPT mailbox's own address (private, non-virtual), right after it asks
@@ -36,20 +37,26 @@ internal sealed class SmtpTransaction(MessageEnvelope envelope, IReadOnlyList<(M
         var own = mailbox.Address;
         try { mailbox.Address = original; }
         catch (ParseException) { return false; }
-        if (mailbox.GetAddress(idnEncode: true) != original || mailbox.GetAddress(idnEncode: false) != original)
+        if (!WritesBack(mailbox, original))
         {
             mailbox.Address = own;
             return false;
         }
-        _swapped.Add((mailbox, own));
+        _lent = (mailbox, own);
         return true;
     }
 
-    /// <summary>Gives every lent mailbox its own address back (after its reply, and whatever happens to the send).</summary>
+    /// <summary>Whether MailKit writes <paramref name="address"/> for this mailbox, with or without SMTPUTF8.</summary>
+    public static bool WritesBack(MailboxAddress mailbox, string address) =>
+        string.Equals(mailbox.GetAddress(idnEncode: true), address, StringComparison.Ordinal)
+        && string.Equals(mailbox.GetAddress(idnEncode: false), address, StringComparison.Ordinal);
+
+    /// <summary>Gives a lent mailbox its own address back (after its reply, and whatever happens to the send).</summary>
     public void RestoreAddresses()
     {
-        foreach (var (mailbox, own) in _swapped) mailbox.Address = own;
-        _swapped.Clear();
+        if (_lent is not { } lent) return;
+        lent.Mailbox.Address = lent.Own;
+        _lent = null;
     }
 
     public RecipientEntry EntryOf(MailboxAddress mailbox)
@@ -88,10 +95,8 @@ internal sealed class RelaySmtpClient : SmtpClient
         Tx.RestoreAddresses();
         if (OriginalAddress(entry.OriginalRecipient) is { } original)
         {
-            var exact = string.Equals(original, mailbox.GetAddress(idnEncode: true), StringComparison.Ordinal)
-                        && string.Equals(original, mailbox.GetAddress(idnEncode: false), StringComparison.Ordinal);
-            if (!exact) exact = Tx.LendOriginalAddress(mailbox, original);
-            if (exact) notify ??= DeliveryStatusNotification.Failure | DeliveryStatusNotification.Delay;
+            if (SmtpTransaction.WritesBack(mailbox, original) || Tx.LendOriginalAddress(mailbox, original))
+                notify ??= DeliveryStatusNotification.Failure | DeliveryStatusNotification.Delay;
         }
         return notify;
     }
