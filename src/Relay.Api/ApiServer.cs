@@ -123,8 +123,7 @@ public sealed class ApiServer : IAsyncDisposable
 
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Relay.Api" });
         builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
-        builder.Services.AddLogging();
-        builder.Services.Replace(ServiceDescriptor.Singleton(_loggerFactory));
+        builder.Services.AddLogging();   // TryAdds: keeps the factory above
         builder.Services.AddRouting();
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {
@@ -324,7 +323,7 @@ public sealed class ApiServer : IAsyncDisposable
         }
         catch (JsonException e)
         {
-            return new OutcomeResult(JsonProblem(e, ""));
+            return new OutcomeResult(JsonProblem(e));
         }
         if (request is null) return new OutcomeResult(BodyProblem("expected a JSON object"));
         var outcome = await _submissions!.SubmitAsync(client, request, key, SubmissionService.Hash(body), RemoteIp(context), context.RequestAborted);
@@ -374,7 +373,7 @@ public sealed class ApiServer : IAsyncDisposable
             }
             catch (JsonException e)
             {
-                outcome = JsonProblem(e, "");
+                outcome = JsonProblem(e);
             }
             catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
             {
@@ -490,9 +489,9 @@ public sealed class ApiServer : IAsyncDisposable
             new Dictionary<string, string[]> { ["body"] = [message] });
 
     /// <summary>A JSON error as a problem naming the field (<c>$.attachments[0].content</c> → <c>attachments[0].content</c>).</summary>
-    private static ApiOutcome JsonProblem(JsonException e, string prefix)
+    private static ApiOutcome JsonProblem(JsonException e)
     {
-        var field = e.Path is { Length: > 1 } p && p.StartsWith("$.", StringComparison.Ordinal) ? prefix + p[2..] : "body";
+        var field = e.Path is { Length: > 1 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : "body";
         var message = e.Message;
         var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
         if (cut > 0) message = message[..cut];

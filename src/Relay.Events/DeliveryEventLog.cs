@@ -103,7 +103,10 @@ public sealed class DeliveryEventLog : IAcceptedMessages, IMessageStatusSource, 
     /// <summary>Raised on the writer thread after new events are durable: a coalescing "look again" signal.</summary>
     public event Action? Appended;
 
-    internal static bool IsApi(MessageEnvelope envelope) => envelope.Source == "api";
+    /// <summary>The envelope source of messages submitted through the HTTP API (the ones this log follows).</summary>
+    public const string ApiSource = "api";
+
+    internal static bool IsApi(MessageEnvelope envelope) => envelope.Source == ApiSource;
 
     // ================================================================ public API
 

@@ -26,7 +26,7 @@ internal sealed class SubmissionService(
     IdempotencyStore idempotency,
     ILogger log)
 {
-    public const string Source = "api";
+    public const string Source = DeliveryEventLog.ApiSource;
 
     /// <summary>See <see cref="ApiServer.QueueHasRoom"/>.</summary>
     public Func<string, bool>? QueueHasRoom { get; init; }
