@@ -5,6 +5,7 @@
 // repeats the report later: events are not lost, at the price of a possibly repeated DSN (rare: same disk).
 using Relay.Scheduler;
 using Relay.Spool;
+using Relay.Dsn;
 
 namespace Relay.Events;
 
@@ -26,7 +27,7 @@ public sealed class EventingDeliveryReports(IDeliveryReports inner, DeliveryEven
         {
             foreach (var r in report.Recipients)
             {
-                if (r.Status == RecipientStatus.Delivered || !Wants(r.Entry.Notify, DsnNotify.Failure)) continue;
+                if (r.Status == RecipientStatus.Delivered || !DsnPlanner.Wants(r.Entry.Notify, DsnKind.Failure)) continue;
                 events.Add(new StoredEvent
                 {
                     Type = DeliveryEventType.Bounced, Rcpt = r.Index, Address = r.Entry.Address, At = now, Attempt = r.Attempts,
@@ -73,7 +74,7 @@ public sealed class EventingDeliveryReports(IDeliveryReports inner, DeliveryEven
         await inner.DelayedAsync(report, cancellationToken);
         if (report.Envelope.Sender.Length == 0) return;
         var now = clock.GetUtcNow();
-        var events = report.Recipients.Where(r => Wants(r.Entry.Notify, DsnNotify.Delay)).Select(r => new StoredEvent
+        var events = report.Recipients.Where(r => DsnPlanner.Wants(r.Entry.Notify, DsnKind.Delay)).Select(r => new StoredEvent
         {
             Type = DeliveryEventType.DelayedDsnSent, Rcpt = r.Index, Address = r.Entry.Address, At = now, Attempt = r.Attempts,
             Code = r.LastError?.Code ?? 0, Status = r.LastError?.EnhancedStatus, Text = r.LastError?.Text,
@@ -81,8 +82,4 @@ public sealed class EventingDeliveryReports(IDeliveryReports inner, DeliveryEven
         }).ToList();
         if (events.Count > 0) await log.AppendAsync(report.Envelope, events).WaitAsync(cancellationToken);
     }
-
-    /// <summary>RFC 3461 NOTIFY; no parameter means FAILURE,DELAY (DESIGN.md) — the DSN stage's rule.</summary>
-    internal static bool Wants(DsnNotify notify, DsnNotify kind) =>
-        notify == DsnNotify.Default ? kind is DsnNotify.Failure or DsnNotify.Delay : !notify.HasFlag(DsnNotify.Never) && notify.HasFlag(kind);
 }

@@ -40,7 +40,6 @@ public sealed class InboundServer : IAsyncDisposable
     private static readonly TimeSpan DefaultStopTimeout = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan RebindWait = TimeSpan.FromSeconds(5);
 
-    private readonly RelaySettings _settings;
     private readonly InboundRuntime _runtime;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _log;
@@ -71,7 +70,6 @@ public sealed class InboundServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(spool);
-        _settings = settings;
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _log = _loggerFactory.CreateLogger("Relay.Inbound");
         _runtime = new InboundRuntime(
@@ -112,7 +110,7 @@ public sealed class InboundServer : IAsyncDisposable
         _started = true;
         try
         {
-            foreach (var listener in _settings.Server.Listeners)
+            foreach (var listener in _runtime.Settings.Server.Listeners)
             {
                 var host = await StartListenerAsync(listener, Prepare(listener), retryBind: false, cancellationToken);
                 lock (_hosts) _hosts.Add(host);
@@ -364,7 +362,7 @@ public sealed class InboundServer : IAsyncDisposable
                             {
                                 ServerCertificate = certificate
                                     ?? throw new InvalidOperationException($"listener {settings.Name}: implicit-tls needs tls certificate and key"),
-                                HandshakeTimeout = _settings.Session.Timeout,
+                                HandshakeTimeout = _runtime.Settings.Session.Timeout,   // the settings in force (a reload replaces them)
                             });
                         }
 

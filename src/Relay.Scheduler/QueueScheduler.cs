@@ -87,18 +87,6 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
         Wake();
     }
 
-    /// <summary>Makes every pending recipient of a message due now (admin "retry").</summary>
-    public void RetryNow(string messageId) => Post(() =>
-    {
-        if (_spool.Find(messageId) is not { Scheduled: true, Gone: false } job) return;
-        for (var i = 0; i < job.RecipientCount; i++)
-        {
-            if (job.BusyOf(i) || job.GetRecipient(i).Status != RecipientStatus.Pending) continue;
-            job.VersionOf(i)++;
-            EnqueueReady(job, i, _clock.GetUtcNow().UtcTicks);
-        }
-    });
-
     /// <summary>
     /// Completes when the loop has nothing left to do right now: no work in flight, nothing due, nothing to
     /// ingest. Tests call it after advancing a fake clock instead of sleeping.

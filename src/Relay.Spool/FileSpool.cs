@@ -566,10 +566,9 @@ public sealed class FileSpool : ISpoolStore
             {
                 var payload = _journal.ReadBody(segment, offset);
                 if (JournalRecords.BodyId(payload) != id) throw new SpoolCorruptException($"{id}: its journal record names another message");
-                var image = payload.AsSpan(JournalRecords.BodyImageStart);
-                var (envelope, bodyLength) = MessageFile.ReadEnvelope(image, id);
+                var (envelope, bodyLength) = MessageFile.ReadEnvelope(payload.AsSpan(JournalRecords.BodyImageStart), id);
                 if (envelope.Id != id) throw new SpoolCorruptException($"{id}: envelope names {envelope.Id}");
-                return new CheckedFile(new MemoryStream(payload, JournalRecords.BodyImageStart, (int)bodyLength, writable: false),
+                return new CheckedFile(new MemoryStream(payload.Array!, payload.Offset + JournalRecords.BodyImageStart, (int)bodyLength, writable: false),
                                        envelope, bodyLength);
             }
             catch (FileNotFoundException) when (tries < 3) { }   // a compaction moved it meanwhile: read its new place

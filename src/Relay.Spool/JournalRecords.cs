@@ -97,7 +97,7 @@ internal static class JournalRecords
     }
 
     /// <summary>The id of a Body payload.</summary>
-    public static string BodyId(byte[] payload) => System.Text.Encoding.ASCII.GetString(payload, 2, MessageId.Length);
+    public static string BodyId(ReadOnlySpan<byte> payload) => System.Text.Encoding.ASCII.GetString(payload.Slice(2, MessageId.Length));
 
     public static byte[] Remove(string id) => IdRecord(RecordType.Remove, id, null, 0);
     public static byte[] DeadLetter(string id, long finalizedTicks) => IdRecord(RecordType.DeadLetter, id, null, finalizedTicks);

@@ -226,8 +226,9 @@ internal sealed class SpoolJournal : IDisposable
     /// Reads the Body record whose frame starts at <paramref name="offset"/> of segment <paramref name="segment"/>
     /// and checks its CRC. A segment deleted by a compaction in the meantime throws FileNotFoundException.
     /// </summary>
+    /// <returns>The record's payload, in place in the frame as read (no second copy).</returns>
     /// <exception cref="SpoolCorruptException">No whole, checksummed Body record there.</exception>
-    public byte[] ReadBody(int segment, long offset)
+    public ArraySegment<byte> ReadBody(int segment, long offset)
     {
         using var handle = OpenForRead(segment);
         byte[] stored;
@@ -235,7 +236,7 @@ internal sealed class SpoolJournal : IDisposable
         catch (IOException e) when (e is not FileNotFoundException) { throw new SpoolCorruptException(e.Message, e); }
         if (!IsWholeBody(stored, SaltOf(handle)))
             throw new SpoolCorruptException($"{SegmentPath(segment)}@{offset}: message record damaged (checksum or length)");
-        return stored[FrameHeader..];
+        return new ArraySegment<byte>(stored, FrameHeader, stored.Length - FrameHeader);
     }
 
     private static bool ReadExactly(Stream s, Memory<byte> buffer)

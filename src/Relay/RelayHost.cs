@@ -43,8 +43,6 @@ public sealed class RelayHost : IAsyncDisposable
     public RelaySettings Settings { get; private set; }
     /// <summary>The one strategy holder every stage classifies new recipients with; a reload swaps it.</summary>
     public LiveStrategy Strategy { get; }
-    /// <summary>Classification with the strategy in force (for stages built outside the host, e.g. the HTTP API).</summary>
-    public Func<RecipientContext, StrategyDecision> Classify => Strategy.Classify;
     public FileSpool Spool { get; }
     public QueueScheduler Scheduler { get; }
     public InboundServer Inbound { get; }
@@ -57,17 +55,6 @@ public sealed class RelayHost : IAsyncDisposable
 
     /// <summary>Opens the spool (recovering what a previous run left), starts the scheduler and the listeners.</summary>
     /// <param name="createAgent">Builds the delivery stage from the spool (e.g. the SMTP delivery agent).</param>
-    /// <param name="createReports">Builds the DSN stage from the spool.</param>
-    public static Task<RelayHost> StartAsync(
-        RelaySettings settings,
-        Func<ISpoolStore, IDeliveryAgent> createAgent,
-        Func<ISpoolStore, IDeliveryReports> createReports,
-        ILoggerFactory loggerFactory,
-        TimeProvider? clock = null,
-        CancellationToken cancellationToken = default) =>
-        StartAsync(settings, createAgent, (spool, _) => createReports(spool), loggerFactory, clock, cancellationToken);
-
-    /// <inheritdoc cref="StartAsync(RelaySettings, Func{ISpoolStore, IDeliveryAgent}, Func{ISpoolStore, IDeliveryReports}, ILoggerFactory, TimeProvider?, CancellationToken)"/>
     /// <param name="createReports">Builds the DSN stage from the spool and the host's live strategy.</param>
     public static async Task<RelayHost> StartAsync(
         RelaySettings settings,

@@ -21,7 +21,7 @@ public sealed partial class ReloadTests
 
         Assert.False(result.Ok);
         Assert.Contains("stopping", Assert.Single(result.Errors).Message);
-        Assert.Equal("default", host.Classify(Smtp).Schedule.Name);
+        Assert.Equal("default", host.Strategy.Classify(Smtp).Schedule.Name);
         var id = await SendAsync(Port(host, "smtp"), "a@remote.test");
         Assert.Equal("default", ScheduleOf(host, id));
     }

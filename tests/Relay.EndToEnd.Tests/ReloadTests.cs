@@ -84,8 +84,8 @@ public sealed partial class ReloadTests : IAsyncLifetime
         Assert.Equal("urgent", ScheduleOf(host, after));
         Assert.Equal("default", ScheduleOf(host, before));   // queued mail keeps its schedule (it still exists)
         // The one holder every stage classifies with (SMTP, DSNs, the HTTP API) has the new rules.
-        Assert.Equal("urgent", host.Classify(new Relay.Config.Strategy.RecipientContext { Recipient = "x@y.test", Source = "smtp" }).Schedule.Name);
-        Assert.Equal("dsn", host.Classify(new Relay.Config.Strategy.RecipientContext { Recipient = "x@y.test", Source = "dsn" }).Schedule.Name);
+        Assert.Equal("urgent", host.Strategy.Classify(new Relay.Config.Strategy.RecipientContext { Recipient = "x@y.test", Source = "smtp" }).Schedule.Name);
+        Assert.Equal("dsn", host.Strategy.Classify(new Relay.Config.Strategy.RecipientContext { Recipient = "x@y.test", Source = "dsn" }).Schedule.Name);
     }
 
     [Fact]

@@ -100,8 +100,8 @@ public sealed class ReviewFixTests
         h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
-                                    "a@x.test in flight, b@y.test deferred");
+        await Eventually.TrueAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
+                                    TimeSpan.FromSeconds(30), "a@x.test in flight, b@y.test deferred");
 
         var result = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
         Assert.Equal(ControlOutcome.Done, result.Outcome);
@@ -112,7 +112,7 @@ public sealed class ReviewFixTests
         release.SetResult();
         await h.IdleAsync();
         Assert.Single(h.Reports.Final);   // the in-flight outcome goes to no DSN after the cancel...
-        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the real outcome");
+        await Eventually.TrueAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, TimeSpan.FromSeconds(30), "the real outcome");
         Assert.Equal([(id, "delivered", 0)], observer.Calls);   // ...but the observer (events) gets its real outcome
     }
 
@@ -128,12 +128,12 @@ public sealed class ReviewFixTests
         h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1, "a@x.test in flight");
+        await Eventually.TrueAsync(() => h.Agent.Current == 1, TimeSpan.FromSeconds(30), "a@x.test in flight");
 
         Assert.Equal(ControlOutcome.Done, (await h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None)).Outcome);
         Assert.Empty(observer.Calls);
         release.SetResult();
-        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the cancel after the attempt");
+        await Eventually.TrueAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, TimeSpan.FromSeconds(30), "the cancel after the attempt");
         await h.IdleAsync();
         Assert.Equal([(id, "cancelled", 0)], observer.Calls);
         Assert.Empty(h.Reports.Final);
@@ -153,11 +153,11 @@ public sealed class ReviewFixTests
         h.Scheduler.Operations = observer;
         await h.StartAsync();
         var id = await h.CommitAsync(0, ("a@x.test", "default", "default"), ("b@y.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
-                                    "a@x.test in flight, b@y.test deferred");
+        await Eventually.TrueAsync(() => h.Agent.Current == 1 && h.Agent.Completed == 1 && h.Spool.Find(id)!.BusyCount == 1,
+                                    TimeSpan.FromSeconds(30), "a@x.test in flight, b@y.test deferred");
 
         var first = h.Scheduler.CancelAsync(id, bounce: false, CancellationToken.None);   // held in the observer
-        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the first cancel at work");
+        await Eventually.TrueAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, TimeSpan.FromSeconds(30), "the first cancel at work");
         var second = await h.Scheduler.CancelAsync(id, bounce: true, CancellationToken.None);
         Assert.Equal(ControlOutcome.NothingToDo, second.Outcome);
         observer.Gate!.SetResult();
@@ -182,7 +182,7 @@ public sealed class ReviewFixTests
         Assert.NotNull(h.Spool.Find(id)!.FinalizedAt);
 
         var first = h.Scheduler.RetryAsync(id, CancellationToken.None);
-        await RelayWaits.UntilAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, "the requeue announced");
+        await Eventually.TrueAsync(() => { lock (observer.Calls) return observer.Calls.Count > 0; }, TimeSpan.FromSeconds(30), "the requeue announced");
         var second = await h.Scheduler.RetryAsync(id, CancellationToken.None);
         Assert.Equal(ControlOutcome.NothingToDo, second.Outcome);
         Assert.Equal(1, await h.Spool.PurgeDeadLettersAsync(Harness.Epoch.AddDays(30), CancellationToken.None));
@@ -301,7 +301,7 @@ public sealed class ReviewFixTests
             await h.IdleAsync();
             clock.Advance(TimeSpan.FromHours(1));
             Assert.Equal(ControlOutcome.Done, (await h.Scheduler.RetryAsync(a, CancellationToken.None)).Outcome);
-            await RelayWaits.UntilAsync(() => h.Spool.Find(a)?.FinalizedAt is not null, "a failed again");
+            await Eventually.TrueAsync(() => h.Spool.Find(a)?.FinalizedAt is not null, TimeSpan.FromSeconds(30), "a failed again");
             await h.IdleAsync();
             Assert.Equal(Harness.Epoch.AddHours(2), h.Spool.Find(a)!.FinalizedAt);
 

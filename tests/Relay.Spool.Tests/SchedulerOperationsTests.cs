@@ -110,12 +110,12 @@ public sealed class SchedulerOperationsTests
         h.Agent.Hold = (_, ct) => release.Task.WaitAsync(ct);
         await h.StartAsync();
         for (var i = 0; i < 4; i++) await h.CommitAsync(0, ($"u{i}@d{i}.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1, "one delivery (threads-per-node 1)");
+        await Eventually.TrueAsync(() => h.Agent.Current == 1, TimeSpan.FromSeconds(30), "one delivery (threads-per-node 1)");
 
         await h.Scheduler.ReconfigureAsync(QueueFrom(Before
             .Replace("[queue.virtual.default]\nthreads-per-node = 1", "[queue.virtual.default]\nthreads-per-node = 3")
             + "\n[queue.virtual.extra]\nthreads-per-node = 2\nmax-size = 1\n[queue.schedule.x]\nqueue-name = \"extra\"\n"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 3, "three deliveries at once after the reload");
+        await Eventually.TrueAsync(() => h.Agent.Current == 3, TimeSpan.FromSeconds(30), "three deliveries at once after the reload");
         Assert.Equal(3, h.Agent.MaxConcurrent);
         var stats = h.Scheduler.GetQueueStats().ToDictionary(q => q.Name);
         Assert.Equal(["bulk", "default", "extra"], stats.Keys.Order());
@@ -180,7 +180,7 @@ public sealed class SchedulerOperationsTests
             var m = h.Spool.Find(id)!;
             Assert.Null(m.FinalizedAt);
             Assert.Equal(Harness.Epoch.AddHours(2), m.ArrivedAt);   // its queue time starts over
-            await RelayWaits.UntilAsync(() => h.Agent.Calls.Count == 2, "a new attempt");
+            await Eventually.TrueAsync(() => h.Agent.Calls.Count == 2, TimeSpan.FromSeconds(30), "a new attempt");
             Assert.Equal(id, h.Agent.Calls.Last().Request.MessageId);
         }
         await using (var again = Start(dir.Path, clock))
@@ -203,7 +203,7 @@ public sealed class SchedulerOperationsTests
         h.Agent.Answer = (_, r) => RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
         await h.StartAsync();
         var busy = await h.CommitAsync(0, ("a@x.test", "default", "default"));
-        await RelayWaits.UntilAsync(() => h.Agent.Current == 1, "the delivery in flight");
+        await Eventually.TrueAsync(() => h.Agent.Current == 1, TimeSpan.FromSeconds(30), "the delivery in flight");
 
         var cancelled = await h.Scheduler.CancelAsync(busy, bounce: false, CancellationToken.None);
         Assert.Equal(ControlOutcome.Done, cancelled.Outcome);
@@ -237,7 +237,7 @@ public sealed class SchedulerOperationsTests
             h.Agent.Hold = (_, ct) => release.Task.WaitAsync(ct);
             await h.StartAsync();
             first = await h.CommitAsync(0, ("a@x.test", "default", "default"));
-            await RelayWaits.UntilAsync(() => h.Agent.Current == 1, "the first delivery in flight");
+            await Eventually.TrueAsync(() => h.Agent.Current == 1, TimeSpan.FromSeconds(30), "the first delivery in flight");
             second = await h.CommitAsync(0, ("b@x.test", "default", "default"));   // waits for the single slot
 
             var drain = h.Scheduler.DrainAsync(CancellationToken.None);
@@ -254,19 +254,5 @@ public sealed class SchedulerOperationsTests
             Assert.Equal([second], again.Agent.Calls.Select(c => c.Request.MessageId));   // the first is not sent again
         }
         dir.Dispose();
-    }
-}
-
-internal static class RelayWaits
-{
-    /// <summary>Polls until <paramref name="condition"/> holds (real time: deliveries run on the thread pool).</summary>
-    public static async Task UntilAsync(Func<bool> condition, string what, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) Assert.Fail("timed out waiting for " + what);
-            await Task.Delay(10);
-        }
     }
 }

@@ -5,6 +5,7 @@
 using Relay.Admin.Metrics;
 using Relay.Scheduler;
 using Relay.Spool;
+using Relay.Dsn;
 
 namespace Relay.Admin.Observation;
 
@@ -31,7 +32,7 @@ public sealed class ObservedDeliveryReports(
                 sla.Record(r.Entry.Queue, latency, delivered: r.Status == RecipientStatus.Delivered);
         }
         if (report.Envelope.Sender.Length == 0) return;   // never a DSN about a DSN (DESIGN.md)
-        var failed = report.Recipients.Where(r => r.Status != RecipientStatus.Delivered && Wants(r.Entry.Notify, DsnNotify.Failure)).ToList();
+        var failed = report.Recipients.Where(r => r.Status != RecipientStatus.Delivered && DsnPlanner.Wants(r.Entry.Notify, DsnKind.Failure)).ToList();
         var relayed = report.Recipients.Where(r => r.Status == RecipientStatus.Delivered && r.Entry.Notify.HasFlag(DsnNotify.Success)).ToList();
         if (failed.Count > 0) Dsn(report, "failure", failed, now);
         if (relayed.Count > 0) Dsn(report, "success", relayed, now);
@@ -41,13 +42,9 @@ public sealed class ObservedDeliveryReports(
     {
         await inner.DelayedAsync(report, cancellationToken);
         if (report.Envelope.Sender.Length == 0) return;
-        var delayed = report.Recipients.Where(r => Wants(r.Entry.Notify, DsnNotify.Delay)).ToList();
+        var delayed = report.Recipients.Where(r => DsnPlanner.Wants(r.Entry.Notify, DsnKind.Delay)).ToList();
         if (delayed.Count > 0) Dsn(report, "delay", delayed, clock.GetUtcNow());
     }
-
-    /// <summary>RFC 3461 NOTIFY; no parameter means FAILURE,DELAY (DESIGN.md).</summary>
-    private static bool Wants(DsnNotify notify, DsnNotify kind) =>
-        notify == DsnNotify.Default ? kind is DsnNotify.Failure or DsnNotify.Delay : !notify.HasFlag(DsnNotify.Never) && notify.HasFlag(kind);
 
     private void Dsn(DeliveryReport report, string kind, List<ReportedRecipient> recipients, DateTimeOffset now)
     {

@@ -165,8 +165,16 @@ internal sealed class SubmissionService(
         log.Queued(envelope.Id, envelope.Sender, client.Name, envelope.Size, envelope.Recipients.Count, envelope.Priority,
             notBefore?.ToString("O") ?? "-");
         var outcome = ApiOutcome.Accepted(envelope.Id, envelope.Recipients.Count, notBefore);
-        if (key is not null)
-            await idempotency.CompleteAsync(new IdempotencyStore.Entry(client.Name, key, bodyHash, envelope.Id, envelope.Recipients.Count, now, notBefore), outcome);
+        // The idempotency record and the accepted event are independent files: their fsyncs run side by side.
+        var remembered = key is null ? Task.CompletedTask
+            : idempotency.CompleteAsync(new IdempotencyStore.Entry(client.Name, key, bodyHash, envelope.Id, envelope.Recipients.Count, now, notBefore), outcome);
+        await RecordAcceptedAsync(envelope);
+        await remembered;
+        return outcome;
+    }
+
+    private async Task RecordAcceptedAsync(MessageEnvelope envelope)
+    {
         try
         {
             await accepted.MessageAcceptedAsync(envelope, CancellationToken.None);
@@ -176,7 +184,6 @@ internal sealed class SubmissionService(
             // Queued is queued: answering an error now would make the client send it twice.
             log.AcceptedEventFailed(envelope.Id, e);
         }
-        return outcome;
     }
 
     private static ApiOutcome RateLimited(ApiClientSettings client, TimeSpan retryAfter) =>

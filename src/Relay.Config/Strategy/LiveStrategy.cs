@@ -13,9 +13,6 @@ public sealed class LiveStrategy(QueueSettings settings)
 {
     private volatile QueueSettings _current = settings ?? throw new ArgumentNullException(nameof(settings));
 
-    /// <summary>The settings in force now.</summary>
-    public QueueSettings Current => _current;
-
     /// <summary>The schedules in force now (the DSN stage reads a schedule's expiry for delay notices).</summary>
     public IReadOnlyDictionary<string, ScheduleSettings> Schedules => _current.Schedules;
 

@@ -20,29 +20,8 @@ internal static class PriorityResolver
             : RelayPolicy.MayRelay(session, client, authenticated);
 
     /// <summary>Maps an <c>X-Message-Priority:</c> value; null when it is not one we know.</summary>
-    public static int? FromHeaderValue(string? value)
-    {
-        var v = value?.Trim().ToLowerInvariant();
-        switch (v)
-        {
-            case null or "":
-                return null;
-            case "urgent" or "immediate":
-                return 6;
-            case "high":
-                return 3;
-            case "normal" or "medium":
-                return 0;
-            case "low":
-                return -3;
-            case "bulk":
-                return -6;
-        }
-
-        return int.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var n) && n is >= -9 and <= 9
-            ? n
-            : null;
-    }
+    public static int? FromHeaderValue(string? value) =>
+        PriorityNames.TryParse(value, out var priority) ? priority : null;   // one name table (Relay.Config)
 
     public static int Resolve(int? mtPriority, bool mtAllowed, string? headerValue, bool headerAllowed, int defaultPriority)
     {
