@@ -2,7 +2,7 @@
 # The benchmark suite (issue 9): Relay side by side with a private Postfix, in one run, on loopback.
 #
 #   bench/run.sh                 full suite (< 20 min on 2 cores); results → bench/results/<date>-suite.md
-#   BENCH_QUICK=1 bench/run.sh   small counts (~3 min) for development; results → bench/results/tmp/
+#   BENCH_QUICK=1 bench/run.sh   small counts (1.5–4 min) for development; results → bench/results/tmp/
 #
 # Phases (BENCH_PHASES, default "ingest e2e lanes realistic"):
 #   ingest     smtp-source (1/20/100 sessions, 4 KiB, 1 and 5 rcpts) → Relay (durable spool,
@@ -39,7 +39,7 @@ E2E_S=${BENCH_E2E_SESSIONS:-20}
 URGENT_INTERVAL=0.05          # urgent messages start 50 ms apart (20/s), one SMTP session
 BULK_DELAY=1                  # the slow destination answers end-of-DATA after 1 s (20 connections → ~20 msg/s)
 CONC=20                       # connections per destination: Postfix's default_destination_concurrency_limit
-P=${BENCH_PORT_BASE:-27100}   # ports P..P+9 on 127.0.0.1
+P=${BENCH_PORT_BASE:-27100}   # ports P..P+5 on 127.0.0.1
 RELAY_PORT=$P; POSTFIX_PORT=$((P+1)); SINK_PORT=$((P+2)); SLOW_PORT=$((P+3)); URGENT_PORT=$((P+4)); DSN_PORT=$((P+5))
 DATE=$(date +%F)
 if [ "$QUICK" = 1 ]; then OUT=${BENCH_OUT:-bench/results/tmp/$DATE-suite-quick.md}; else OUT=${BENCH_OUT:-bench/results/$DATE-suite.md}; fi
@@ -77,7 +77,7 @@ dotnet publish src/Relay -c Release -o "$TMP/relay-bin" -nologo -v q >"$TMP/publ
 # Processes: Relay, Postfix, sinks. Each start records its pid in PIDS; stop_* waits for exit.
 # ---------------------------------------------------------------------------------------------
 RELAY_PID=
-# relay_config NAME HOLD RETRY ROUTE_RULES SMART_HOSTS QUEUES → $TMP/NAME/relay.toml
+# relay_config NAME HOLD ROUTE_RULES SMART_HOSTS QUEUES → $TMP/NAME/relay.toml (retries come with QUEUES)
 relay_config() {
     local dir=$TMP/$1; mkdir -p "$dir"
     cat > "$dir/relay.toml" <<TOML
@@ -97,9 +97,9 @@ timeout = "1s"
 [delivery]
 hold = $2
 max-connections-per-host = $CONC
-route = [ $4 ]
+route = [ $3 ]
+$4
 $5
-$6
 TOML
     echo "$dir/relay.toml"
 }
@@ -178,7 +178,7 @@ declare -A R   # results, keyed by name
 # ---------------------------------------------------------------------------------------------
 phase_ingest() {
     log "ingest: $INGEST_N messages per run, 4 KiB, sessions 1/20/100, 1 and 5 recipients"
-    start_relay "$(relay_config ingest true "1h" "{ else = \"'sink'\" }" "$(smart_host sink 9)" "$(simple_queues 1h)")"
+    start_relay "$(relay_config ingest true "{ else = \"'sink'\" }" "$(smart_host sink 9)" "$(simple_queues 1h)")"
     start_postfix ingest "relayhost = [127.0.0.1]:9
 defer_transports = smtp"
     local rc s t c0 c1
@@ -197,7 +197,7 @@ defer_transports = smtp"
 # e2e_measure NAME PORT PIDFN: smtp-source → MTA → smtp-sink; sets R[e2e_NAME_*]
 e2e_measure() {
     local name=$1 port=$2 pidfn=$3 base target t0 b0 c0 t1 b1 c1 rss
-    base=$(smtp_sink_count "$TMP/e2e/sink.out"); base=${base:-0}; target=$((base + E2E_N))
+    base=$(smtp_sink_count "$TMP/e2e/sink.out"); target=$((base + E2E_N))
     [ -n "$pidfn" ] && { start_rss_sampler "$TMP/e2e/$name.rss" $pidfn; c0=$(proc_ticks $($pidfn)); }
     b0=$(busy_ticks); t0=$(now)
     source_run "$port" "$E2E_S" "$E2E_N" 1 rcpt@remote.test >/dev/null
@@ -219,7 +219,7 @@ phase_e2e() {
     mkdir -p "$TMP/e2e"
     start_smtp_sink $SINK_PORT "$TMP/e2e/sink.out"
     e2e_measure ceiling $SINK_PORT ""
-    start_relay "$(relay_config e2e false 10s "{ else = \"'sink'\" }" "$(smart_host sink $SINK_PORT)" "$(simple_queues 10s)")"
+    start_relay "$(relay_config e2e false "{ else = \"'sink'\" }" "$(smart_host sink $SINK_PORT)" "$(simple_queues 10s)")"
     e2e_measure relay $RELAY_PORT relay_pids
     R[e2e_relay_hwm]=$(awk '/^VmHWM/{print $2}' /proc/$RELAY_PID/status)
     stop_relay
@@ -294,7 +294,7 @@ priority-aging = "5m"
 [queue.virtual.dsn]
 threads-per-node = 10'
     mkdir -p "$TMP/lanes-relay" "$TMP/lanes-postfix"
-    start_relay "$(relay_config lanes false 1h "$routes" "$hosts" "$queues")"
+    start_relay "$(relay_config lanes false "$routes" "$hosts" "$queues")"
     lanes_run relay $RELAY_PORT relay_pids
     R[lanes_relay_hwm]=$(awk '/^VmHWM/{print $2}' /proc/$RELAY_PID/status)
     stop_relay; stop_sinks
@@ -335,7 +335,7 @@ phase_realistic() {
     local routes="{ if = \"rcpt_domain == 'sender.test'\", then = \"'dsn'\" }, { else = \"'sink'\" }"
     local hosts; hosts="$(smart_host sink $SINK_PORT)
 $(smart_host dsn $DSN_PORT)"
-    start_relay "$(relay_config real-relay false 2s "$routes" "$hosts" "$(simple_queues 2s)")"
+    start_relay "$(relay_config real-relay false "$routes" "$hosts" "$(simple_queues 2s)")"
     real_run relay $RELAY_PORT relay_pids
     stop_relay; stop_sinks
     mkdir -p "$TMP/real-postfix"
@@ -369,6 +369,7 @@ report() {
     echo "Command: \`$([ "$QUICK" = 1 ] && echo "BENCH_QUICK=1 ")bench/run.sh\` (phases: $PHASES), $(fmt0 "$TOTAL") s in all."
     echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(free -m | awk '/^Mem:/{print $2}') MiB RAM,"
     echo "$(. /etc/os-release; echo "$PRETTY_NAME"), $(dotnet --version | sed 's/^/.NET SDK /'), Postfix $(postconf -dh mail_version)."
+    echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')."
     echo "Load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END.${BENCH_NOTE:+ $BENCH_NOTE}"
     echo
     if [[ " $PHASES " == *" ingest "* ]]; then
@@ -445,7 +446,7 @@ report() {
     fi
 }
 goals() {
-    local min max r20 e2e cpu p99
+    local min max e2e cpu p99
     echo "## Goals"
     echo
     echo "| goal | measured | met |"

@@ -1,4 +1,4 @@
-# Shared by the bench scripts: installing the load tools, a private Postfix peer, process and
+# Sourced by bench/run.sh (the ingest and e2e wrappers run it): installing the load tools, a private Postfix peer, process and
 # measurement helpers. Source it after `cd` to the repository root.
 
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -63,8 +63,6 @@ CF
     # postfix(1) reports fatal errors only to syslog or a terminal: give it a terminal.
     script -qc "postfix -c $pf start" /dev/null >/dev/null || { echo "postfix did not start (see: script -qc 'postfix -c $pf start' /dev/null)" >&2; return 1; }
 }
-
-stop_private_postfix() { [ -f "$1/main.cf" ] && postfix -c "$1" stop >/dev/null 2>&1 || true; }
 
 # The master's pid, then every child of it (all Postfix daemons are children of master).
 postfix_master() { local f=$1/queue/pid/master.pid; [ -f "$f" ] && tr -d ' \n' < "$f"; true; }
