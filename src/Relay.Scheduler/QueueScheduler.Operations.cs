@@ -153,16 +153,8 @@ public sealed partial class QueueScheduler
     public Task<SchedulerReload> ReconfigureAsync(QueueSettings settings)
     {
         ArgumentNullException.ThrowIfNull(settings);
-        var done = new TaskCompletionSource<SchedulerReload>(TaskCreationOptions.RunContinuationsAsynchronously);
         // Before Start the action waits in the channel and runs first; once stopping, nothing would run it.
-        if (_stopping.IsCancellationRequested || _draining)
-            return Task.FromException<SchedulerReload>(new InvalidOperationException("the scheduler is stopping"));
-        Post(() =>
-        {
-            try { ApplySettings(settings, done); }
-            catch (Exception e) { done.TrySetException(e); }
-        });
-        return done.Task;
+        return OnLoop<SchedulerReload>(done => ApplySettings(settings, done), CancellationToken.None);
     }
 
     private void ApplySettings(QueueSettings settings, TaskCompletionSource<SchedulerReload> done)

@@ -80,7 +80,7 @@ internal static class ReloadDiff
     private static Dictionary<string, string> Admin(AdminSettings a) => new()
     {
         ["bind"] = a.Bind.ToString(),
-        ["token"] = a.Token is null ? "" : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(a.Token))),
+        ["token"] = Hash(a.Token),
     };
 
     /// <summary>Whether the part of <c>[api]</c>/<c>[templates]</c> that <see cref="Relay.Api.ApiServer.Reconfigure"/> applies changed.</summary>
