@@ -199,16 +199,10 @@ public sealed class InboundServer : IAsyncDisposable
                         {
                             var keep = removed[host];
                             removed[host] = null;   // owned by the restore now
-                            try
-                            {
-                                Add(await StartListenerAsync(AsBound(host), keep, retryBind: true, cancellationToken), order);
-                                stopped.Remove(host.Settings.Name);
-                                outcome += $"; listener {host.Settings.Name} was restored";
-                            }
-                            catch (Exception again) when (IsListenerFailure(again))
-                            {
-                                outcome += $"; listener {host.Settings.Name} is DOWN: {again.Message}";
-                            }
+                            var error = await RestoreAsync(host, keep, order, cancellationToken);
+                            if (error is null) stopped.Remove(host.Settings.Name);
+                            outcome += error is null ? $"; listener {host.Settings.Name} was restored"
+                                                     : $"; listener {host.Settings.Name} is DOWN: {error}";
                         }
                         refused.Add(Refusal(listener.Name, e, outcome));
                     }
@@ -245,17 +239,8 @@ public sealed class InboundServer : IAsyncDisposable
                 catch (Exception e) when (IsListenerFailure(e))
                 {
                     // Its port is free again (or was never ours to take): bring the old listener back as it was.
-                    string outcome;
-                    try
-                    {
-                        Add(await StartListenerAsync(AsBound(old), kept, retryBind: true, cancellationToken), order);
-                        outcome = "the previous listener settings were restored";
-                    }
-                    catch (Exception again) when (IsListenerFailure(again))
-                    {
-                        outcome = "the listener is DOWN: " + again.Message;
-                    }
-                    refused.Add(Refusal(listener.Name, e, outcome));
+                    var error = await RestoreAsync(old, kept, order, cancellationToken);
+                    refused.Add(Refusal(listener.Name, e, error is null ? "the previous listener settings were restored" : "the listener is DOWN: " + error));
                 }
             }
             foreach (var keep in removed.Values) keep?.Dispose();
@@ -266,6 +251,20 @@ public sealed class InboundServer : IAsyncDisposable
         finally
         {
             _changing.Release();
+        }
+    }
+
+    /// <summary>Starts a retired listener again as it was bound; null when it runs, else why it could not.</summary>
+    private async Task<string?> RestoreAsync(ListenerHost host, X509Certificate2? certificate, List<string> order, CancellationToken cancellationToken)
+    {
+        try
+        {
+            Add(await StartListenerAsync(AsBound(host), certificate, retryBind: true, cancellationToken), order);
+            return null;
+        }
+        catch (Exception e) when (IsListenerFailure(e))
+        {
+            return e.Message;
         }
     }
 
