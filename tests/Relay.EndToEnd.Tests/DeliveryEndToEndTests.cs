@@ -94,7 +94,7 @@ public sealed class DeliveryEndToEndTests : IAsyncLifetime
         Assert.Equal("failed", recipientGroup["Action"]);
         Assert.Equal("5.1.1", recipientGroup["Status"]);
         Assert.Contains("mailbox unavailable here", recipientGroup["Diagnostic-Code"]);
-        Assert.Contains("rfc822;gone@remote.test", recipientGroup["Final-Recipient"].Replace(" ", ""));
+        Assert.Contains("rfc822;gone@remote.test", recipientGroup["Final-Recipient"]!.Replace(" ", ""));
         Assert.Empty(recipientMx.Messages);
     }
 
