@@ -238,7 +238,29 @@ public sealed partial class QueueScheduler
 
     // ---------------------------------------------------------------- retry / cancel (IQueueControl)
 
-    public Task<ControlResult> RetryAsync(string messageId, CancellationToken cancellationToken) =>
+    private const string BeingFinished = "the message is being finished; try again in a moment";
+
+    /// <summary>How long a retry waits for a message's last step to end (see <see cref="RetryAsync"/>).</summary>
+    private static readonly TimeSpan FinishingWait = TimeSpan.FromSeconds(5);
+
+    /// <remarks>
+    /// A message whose recipients just became final is finished a moment later (the DSN stage, the spool's settle,
+    /// then its delivery slot is freed here). A webhook consumer reacting to "bounced", or an operator quick on
+    /// the draw, must not get "try again" for that moment, so the retry waits (real time, bounded) for it to end.
+    /// </remarks>
+    public async Task<ControlResult> RetryAsync(string messageId, CancellationToken cancellationToken)
+    {
+        var deadline = Environment.TickCount64 + (long)FinishingWait.TotalMilliseconds;
+        while (true)
+        {
+            var result = await RetryOnceAsync(messageId, cancellationToken);
+            if (result is not { Outcome: ControlOutcome.NothingToDo, Detail: BeingFinished } || Environment.TickCount64 >= deadline)
+                return result;
+            await Task.Delay(10, cancellationToken);
+        }
+    }
+
+    private Task<ControlResult> RetryOnceAsync(string messageId, CancellationToken cancellationToken) =>
         OnLoop<ControlResult>(done =>
         {
             if (_spool.Find(messageId) is not { } job) { done.TrySetResult(new ControlResult(ControlOutcome.NotFound, 0)); return; }
@@ -272,9 +294,11 @@ public sealed partial class QueueScheduler
                 return;
             }
             if (again.Count == 0) { done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "every recipient was delivered")); return; }
-            if (job.FinalizedAt is null || job.BusyCount > 0)
+            // Finished in the spool is not yet finished here: a slot still to free (BusyCount) or a completion
+            // still to hear back (Completing, not yet Gone) would undo the requeue when its callback comes.
+            if (job.FinalizedAt is null || job.BusyCount > 0 || job is { Completing: true, Gone: false })
             {
-                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: "the message is being finished; try again in a moment"));
+                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: BeingFinished));
                 return;
             }
             // A dead letter: forget the scheduler's old entry, then the spool re-opens it and hands it over again

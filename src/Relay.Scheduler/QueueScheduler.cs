@@ -601,6 +601,7 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
                 job.VersionOf(i)++;
             }
         }
+        if (job.Gone) return;   // cancelled meanwhile: already counted out
         job.Gone = true;
         _jobCount--;
     }

@@ -195,6 +195,30 @@ public sealed class SchedulerOperationsTests
     }
 
     [Fact]
+    public async Task Retry_of_a_message_still_being_finished_waits_for_it_and_requeues_the_dead_letter()
+    {
+        // The bounce's report is refused once, so the message sits final but unfinished until the scheduler
+        // reports again a minute later: the "being finished" moment, stretched. A retry asked in it (a webhook
+        // consumer reacting to "bounced") must wait and requeue, not answer "try again".
+        await using var h = Start();
+        h.Agent.Answer = (_, r) => RecipientOutcome.Permanent(r.Address, 550, "5.1.1", "no such user", "mx.x.test");
+        var refused = 0;
+        h.Reports.RefuseFinal = _ => Interlocked.Increment(ref refused) == 1 ? new IOException("spool full") : null;
+        await h.StartAsync();
+        var id = await h.CommitAsync(0, ("a@x.test", "default", "default"));
+        await h.IdleAsync();
+        Assert.Equal(RecipientStatus.Failed, h.Spool.Find(id)!.GetRecipient(0).Status);
+        Assert.Null(h.Spool.Find(id)!.FinalizedAt);   // final, not yet finished
+
+        h.Agent.Answer = (_, r) => RecipientOutcome.Delivered(r.Address, "mx.x.test");
+        var retry = h.Scheduler.RetryAsync(id, CancellationToken.None);   // without the wait: NothingToDo at once
+        await h.AdvanceAsync(TimeSpan.FromMinutes(2), TimeSpan.FromSeconds(10));   // the report goes through; a dead letter now
+
+        Assert.Equal(new ControlResult(ControlOutcome.Done, 1, id), await retry.WaitAsync(TimeSpan.FromSeconds(30)));
+        await Eventually.TrueAsync(() => h.Spool.Find(id) is null, TimeSpan.FromSeconds(30), "the requeued message delivered");
+    }
+
+    [Fact]
     public async Task Cancel_during_a_delivery_drops_its_outcome_and_bounce_reports_the_pending_recipients()
     {
         await using var h = Start();
