@@ -141,7 +141,7 @@ public sealed class EndToEndTests : IAsyncLifetime
 
         var message = MimeMessage.Load(new MemoryStream(received.Content));
         Assert.Equal("Report", message.Subject);
-        Assert.Equal("See attached.", message.TextBody.Trim());
+        Assert.Equal("See attached.", message.TextBody!.Trim());
         var parts = message.BodyParts.OfType<MimePart>().ToList();
         Assert.Equal(report, Decode(Assert.Single(parts, p => p.FileName == "report.bin")));
         var inline = Assert.Single(parts, p => p.ContentId == "logo@shop");
@@ -206,7 +206,7 @@ public sealed class EndToEndTests : IAsyncLifetime
     private static byte[] Decode(MimePart part)
     {
         var copy = new MemoryStream();
-        part.Content.DecodeTo(copy);
+        part.Content!.DecodeTo(copy);
         return copy.ToArray();
     }
 }

@@ -65,7 +65,7 @@ public sealed class SubmissionTests : IAsyncLifetime
         Assert.Equal("Your order № 42", message.Subject);
         Assert.Equal("42", message.Headers["X-Order"]);
         Assert.Equal("Ann", message.To.Mailboxes.Single().Name);
-        Assert.Equal("Thanks for your order.", message.TextBody.Trim());
+        Assert.Equal("Thanks for your order.", message.TextBody!.Trim());
         Assert.Contains("cid:logo@app", message.HtmlBody);
         var related = message.BodyParts.OfType<MimePart>().ToList();
         var invoice = Assert.Single(message.Attachments.OfType<MimePart>(), p => p.FileName == "invoice.pdf");
@@ -83,7 +83,7 @@ public sealed class SubmissionTests : IAsyncLifetime
     private static byte[] Decode(MimePart part)
     {
         var copy = new MemoryStream();
-        part.Content.DecodeTo(copy);
+        part.Content!.DecodeTo(copy);
         return copy.ToArray();
     }
 

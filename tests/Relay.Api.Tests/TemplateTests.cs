@@ -32,8 +32,8 @@ public sealed class TemplateTests : IAsyncLifetime
         Assert.Equal("Welcome, Zoë <admin>!", m.Subject);
         var alternative = Assert.IsType<MultipartAlternative>(m.Body);
         Assert.Equal(2, alternative.Count);
-        Assert.Equal("Hi Zoë <admin>, your code is 123456. [a] [b]", m.TextBody.Trim());
-        Assert.Equal("<p>Hi Zoë &lt;admin&gt;, your code is <b>123456</b>. pro</p>", m.HtmlBody.Trim());   // html-escaped in html only
+        Assert.Equal("Hi Zoë <admin>, your code is 123456. [a] [b]", m.TextBody!.Trim());
+        Assert.Equal("<p>Hi Zoë &lt;admin&gt;, your code is <b>123456</b>. pro</p>", m.HtmlBody!.Trim());   // html-escaped in html only
     }
 
     [Fact]
@@ -43,7 +43,7 @@ public sealed class TemplateTests : IAsyncLifetime
         var m = await _h.LoadAsync(id);
         Assert.Equal("Note", m.Subject);
         Assert.IsType<TextPart>(m.Body);
-        Assert.Equal("Just text for Bo.", m.TextBody.Trim());
+        Assert.Equal("Just text for Bo.", m.TextBody!.Trim());
     }
 
     [Fact]
@@ -92,11 +92,11 @@ public sealed class TemplateTests : IAsyncLifetime
     public async Task An_edited_template_is_used_without_a_restart()
     {
         var first = await _h.LoadAsync(await _h.SubmitAsync("""{ "from": "a@app.test", "to": "x@remote.test", "template": "plain", "vars": { "name": "A" } }"""));
-        Assert.Equal("Just text for A.", first.TextBody.Trim());
+        Assert.Equal("Just text for A.", first.TextBody!.Trim());
         var file = Path.Combine(_h.TemplatesPath, "plain.txt");
         File.WriteAllText(file, "Changed for {{ name }}.");
         File.SetLastWriteTimeUtc(file, DateTime.UtcNow.AddMinutes(1));
         var second = await _h.LoadAsync(await _h.SubmitAsync("""{ "from": "a@app.test", "to": "x@remote.test", "template": "plain", "vars": { "name": "B" } }"""));
-        Assert.Equal("Changed for B.", second.TextBody.Trim());
+        Assert.Equal("Changed for B.", second.TextBody!.Trim());
     }
 }

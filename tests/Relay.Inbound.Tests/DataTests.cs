@@ -148,7 +148,7 @@ public sealed class DataTests
         var second = MimeKit.HeaderList.Load(new MemoryStream(messages[1].Bytes));
         Assert.Single(second, h => h.Field == "Message-ID");
         Assert.Single(second, h => h.Field == "Date");
-        Assert.Equal("<mine@client.test>", second["Message-ID"].Trim());
+        Assert.Equal("<mine@client.test>", second["Message-ID"]!.Trim());
     }
 
     [Fact]
