@@ -33,7 +33,15 @@ public sealed class MetricsTests : IAsyncLifetime
         await Eventually.TrueAsync(() => _h.Agent.Calls.Count == 2, "both recipients handed to the agent");
         _h.Clock.Advance(TimeSpan.FromSeconds(40));
 
-        var during = await _h.MetricsAsync();
+        // defer1's attempt is counted when the agent answers, and its slot freed after the spool settles (an fsync):
+        // wait for that, not only for the agent's call.
+        var during = "";
+        await Eventually.TrueAsync(async () =>
+        {
+            during = await _h.MetricsAsync();
+            return Scrape.Value(during, "relay_queue_in_flight{queue=\"default\"}") == 1
+                   && Scrape.Value(during, "relay_delivery_attempts_total{queue=\"default\",result=\"temporary\"}") == 1;
+        }, "defer1's attempt settled");
         Assert.Equal(1, Scrape.Value(during, "relay_inbound_sessions_total"));
         Assert.Equal(1, Scrape.Value(during, "relay_inbound_sessions_active"));
         Assert.Equal(2, Scrape.Value(during, "relay_inbound_recipients_total{result=\"accepted\",reply_class=\"2xx\"}"));

@@ -133,7 +133,8 @@ public sealed class ProtocolTests
     [Fact]
     public async Task Idle_timeout_also_applies_in_the_middle_of_data()
     {
-        await using var server = await TestServer.StartAsync(TestSettings.Create(new SessionSettings { Timeout = TimeSpan.FromMilliseconds(300) }));
+        // Long enough that a loaded machine never times out the commands before DATA (the timer restarts at each).
+        await using var server = await TestServer.StartAsync(TestSettings.Create(new SessionSettings { Timeout = TimeSpan.FromMilliseconds(1500) }));
         await using var client = await RawSmtpClient.GreetedAsync(server.Port);
         await client.CommandAsync("MAIL FROM:<a@local.test>", 250);
         await client.CommandAsync("RCPT TO:<b@local.test>", 250);

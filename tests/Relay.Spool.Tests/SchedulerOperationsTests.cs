@@ -212,7 +212,7 @@ public sealed class SchedulerOperationsTests
 
         h.Agent.Answer = (_, r) => RecipientOutcome.Delivered(r.Address, "mx.x.test");
         var retry = h.Scheduler.RetryAsync(id, CancellationToken.None);   // without the wait: NothingToDo at once
-        await h.AdvanceAsync(TimeSpan.FromMinutes(2), TimeSpan.FromSeconds(10));   // the report goes through; a dead letter now
+        await h.AdvanceAsync(TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(2));   // the report goes through; a dead letter now
 
         Assert.Equal(new ControlResult(ControlOutcome.Done, 1, id), await retry.WaitAsync(TimeSpan.FromSeconds(30)));
         await Eventually.TrueAsync(() => h.Spool.Find(id) is null, TimeSpan.FromSeconds(30), "the requeued message delivered");
