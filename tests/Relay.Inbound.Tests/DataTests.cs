@@ -92,6 +92,44 @@ public sealed class DataTests
         Assert.Single(server.Spool.Committed);
     }
 
+    [Theory]
+    [InlineData("data", 100_000, 250)]
+    [InlineData("data", 10_000, 552)]   // refused for its size: the reply still comes at the end
+    [InlineData("bdat", 100_000, 250)]
+    public async Task A_message_over_several_pipe_segments_is_always_answered(string verb, int maxSize, int code)
+    {
+        // The session once read the input buffer's length after handing it back to the pipe (whose segments are
+        // then reused): now and then it thought more input was waiting, held its reply back, and the client hung
+        // until its own timeout. A one-in-hundreds race, so many sessions; each must get its reply. (The DATA cases
+        // failed every run before the fix; the BDAT path had the same read-after-AdvanceTo but never showed it.)
+        await using var server = await TestServer.StartAsync(TestSettings.Create(new SessionSettings { MaxMessageSize = maxSize }));
+        var body = "Subject: big\r\n\r\n" + string.Concat(Enumerable.Repeat(new string('x', 98) + "\r\n", 500));
+        var clients = Enumerable.Range(0, 2).Select(async _ =>
+        {
+            for (var n = 0; n < 400; n++)
+            {
+                await using var client = await RawSmtpClient.GreetedAsync(server.Port);
+                await client.CommandAsync("MAIL FROM:<a@local.test>", 250);
+                await client.CommandAsync("RCPT TO:<b@local.test>", 250);
+                if (verb == "data")
+                {
+                    await client.CommandAsync("DATA", 354);
+                    await client.SendRawAsync(body);
+                    await client.SendRawAsync(".\r\n");
+                }
+                else
+                {
+                    await client.SendRawAsync($"BDAT {body.Length} LAST\r\n" + body[..^10]);
+                    await client.SendRawAsync(body[^10..]);
+                }
+
+                await client.ExpectAsync(code);
+            }
+        });
+        await Task.WhenAll(clients);
+        Assert.Equal(code == 250 ? 800 : 0, server.Spool.Committed.Count);
+    }
+
     [Fact]
     public async Task Size_limit_is_enforced_while_streaming_and_the_reply_waits_for_the_end()
     {

@@ -158,11 +158,13 @@ internal sealed partial class SmtpSession
                 }
             }
 
+            // Nothing of a buffer may be read after AdvanceTo: its segments go back to the pipe's pool and are
+            // reused (a Length read then was garbage, left a reply unflushed and hung the client).
             var position = buffer.GetPosition(consumed);
             if (ended)
             {
-                _input.AdvanceTo(position);
                 _buffered = consumed < buffer.Length;
+                _input.AdvanceTo(position);
                 return true;
             }
 
@@ -194,8 +196,8 @@ internal sealed partial class SmtpSession
             }
 
             remaining -= take.Length;
+            _buffered = take.Length < buffer.Length;   // before AdvanceTo (see ReceiveDataAsync)
             _input.AdvanceTo(take.End);
-            _buffered = take.Length < buffer.Length;
             if (remaining > 0 && (result.IsCompleted || result.IsCanceled))
             {
                 return false;

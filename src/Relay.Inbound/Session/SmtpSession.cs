@@ -265,8 +265,8 @@ internal sealed partial class SmtpSession : IAsyncDisposable
             if (discarding)
             {
                 var found = SmtpLineReader.TrySkipLine(ref buffer);
+                _buffered = found && !buffer.IsEmpty;   // before AdvanceTo: the buffer is the pipe's until then
                 _input.AdvanceTo(buffer.Start);
-                _buffered = found && !buffer.IsEmpty;
                 if (found)
                 {
                     return (LineStatus.TooLong, null);
@@ -282,14 +282,14 @@ internal sealed partial class SmtpSession : IAsyncDisposable
                 {
                     case LineStatus.Line or LineStatus.BareLineFeed:
                         var bytes = line.ToArray();
-                        _input.AdvanceTo(buffer.Start);
                         _buffered = !buffer.IsEmpty;
+                        _input.AdvanceTo(buffer.Start);
                         return (status, bytes);
                     case LineStatus.TooLong:
                         // Drop the window; the rest of the buffer may already hold the line's end.
                         discarding = true;
-                        _input.AdvanceTo(buffer.GetPosition(limit));
                         _buffered = buffer.Length > limit;
+                        _input.AdvanceTo(buffer.GetPosition(limit));
                         break;
                     default:
                         _input.AdvanceTo(buffer.Start, buffer.End);
