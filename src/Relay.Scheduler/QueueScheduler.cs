@@ -540,13 +540,13 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
     /// <summary>Back on the loop after work on some recipients: requeue, arm timers, or complete the message.</summary>
     private void Release(Job job, List<int> indices, bool failed)
     {
+        Unmark(job, indices);
+        // Finished meanwhile by other work on it (completed by a parallel delivery, or cancelled): nothing to
+        // schedule, but the marks had to go, or a retry of the dead letter would wait for work that is over.
         if (job.Gone) return;
         var now = _clock.GetUtcNow().UtcTicks;
         foreach (var i in indices)
         {
-            job.BusyOf(i) = false;
-            job.BusyCount--;
-            job.VersionOf(i)++;
             var s = job.GetRecipient(i);
             if (s.Status == RecipientStatus.Pending)
             {
@@ -592,15 +592,7 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
     /// <summary>On the loop: the spool completed the message; forget it (its busy marks too: a dead letter can be re-queued).</summary>
     private void Completed(Job job, List<int>? busy = null)
     {
-        if (busy is not null)
-        {
-            foreach (var i in busy)
-            {
-                job.BusyOf(i) = false;
-                job.BusyCount--;
-                job.VersionOf(i)++;
-            }
-        }
+        if (busy is not null) Unmark(job, busy);
         if (job.Gone) return;   // cancelled meanwhile: already counted out
         job.Gone = true;
         _jobCount--;
@@ -637,6 +629,17 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
         job.BusyOf(i) = true;
         job.BusyCount++;
         job.VersionOf(i)++;
+    }
+
+    /// <summary>Work on these recipients is over (the version bump voids timers armed while it ran).</summary>
+    private static void Unmark(Job job, List<int> indices)
+    {
+        foreach (var i in indices)
+        {
+            job.BusyOf(i) = false;
+            job.BusyCount--;
+            job.VersionOf(i)++;
+        }
     }
 
     /// <summary>Runs work off the loop. It must return the loop-side continuation; exactly one is posted.</summary>
