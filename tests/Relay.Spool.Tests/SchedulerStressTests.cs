@@ -16,12 +16,20 @@ namespace Relay.Spool.Tests;
 public sealed class SchedulerStressTests
 {
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public async Task Random_retries_and_cancels_among_deliveries_lose_nothing_and_deliver_nothing_twice(int seed)
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(3, false)]
+    [InlineData(4, true)]
+    [InlineData(5, true)]
+    public async Task Random_retries_and_cancels_among_deliveries_lose_nothing_and_deliver_nothing_twice(int seed, bool chaos)
     {
-        await using var h = new Harness([Schedule("default", "default", [M(1)], expiry: new Expiry.Ttl(M(30)))], [Queue("default", 4)]);
+        await using var h = new Harness([Schedule("default", "default", [M(1)], notify: chaos ? [M(2), M(10)] : null, expiry: new Expiry.Ttl(M(30)))], [Queue("default", 4)]);
+        if (chaos)
+        {
+            // The DSN stage refuses some final reports (retried a minute later) and the agent sometimes crashes.
+            h.Reports.RefuseFinal = _ => Random.Shared.Next(7) == 0 ? new IOException("dsn stage down") : null;
+            h.Agent.Throw = _ => Random.Shared.Next(20) == 0 ? new InvalidOperationException("agent crashed") : null;
+        }
         var delivered = new ConcurrentDictionary<string, int>();
         var errors = new ConcurrentQueue<string>();
         h.Agent.Hold = async (_, ct) => await Task.Delay(Random.Shared.Next(0, 3), ct);   // spreads the interleavings
@@ -50,7 +58,9 @@ public sealed class SchedulerStressTests
                 {
                     if (rnd.Next(10) == 0)
                     {
-                        var r = await h.Scheduler.CancelAsync(id, rnd.Next(2) == 0, CancellationToken.None);
+                        // With the DSN stage failing, a cancel with bounce answers that error and leaves the message for the
+                        // next start to report (src/Relay.Scheduler/README.md): not what this test is about.
+                        var r = await h.Scheduler.CancelAsync(id, !chaos && rnd.Next(2) == 0, CancellationToken.None);
                         if (r.Outcome == ControlOutcome.Done) cancelled[id] = true;
                     }
                     else await h.Scheduler.RetryAsync(id, CancellationToken.None);
@@ -68,6 +78,8 @@ public sealed class SchedulerStressTests
         Assert.Empty(errors);
 
         h.Agent.Hold = null;
+        h.Agent.Throw = null;
+        h.Reports.RefuseFinal = null;
         h.Agent.Answer = (req, r) => { delivered.AddOrUpdate(req.MessageId + "|" + r.Address, 1, (_, v) => v + 1); return RecipientOutcome.Delivered(r.Address, "mx"); };
         for (var round = 0; round < 3; round++)   // a message with a failed recipient is a dead letter once the rest is delivered
         {
