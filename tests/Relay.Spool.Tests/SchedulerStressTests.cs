@@ -10,9 +10,10 @@ namespace Relay.Spool.Tests;
 /// (two recipients in two domains, so two deliveries per message run side by side). Whatever the interleaving:
 /// no operation throws, nothing is delivered twice, every dead letter can be retried, and in the end everything
 /// not cancelled is delivered and the spool is empty — also after a restart. Variants add chaos (DSN stage
-/// refusing reports, agent crashes, delay notices) and live reloads (a schedule and queue removed and back, resized). It found a message completed by
-/// one piece of work while another was still at work on it: the latter's busy mark stayed, and the dead letter
-/// answered "being finished" to every retry until a restart (seen in 1 of 3 seeds per run before the fix).
+/// refusing reports, agent crashes, delay notices) and live reloads (a schedule and queue removed and back,
+/// resized). It found a message completed by one piece of work while another was still at work on it: the
+/// latter's busy mark stayed, and the dead letter answered "being finished" to every retry until a restart
+/// (seen in 1 of 3 seeds per run before the fix).
 /// </summary>
 public sealed class SchedulerStressTests
 {
