@@ -1,6 +1,7 @@
 // ConnectionPool: SMTP connections per remote host, reused across messages. A host has at most
-// MaxConnectionsPerHost busy slots; a connection is opened only when no idle one is left, so open connections
-// (busy + idle) never exceed the limit. Idle connections close after IdleTimeout or MaxMessagesPerConnection.
+// MaxConnectionsPerHost busy slots; a connection is opened only when no idle one is left, and one being closed
+// keeps a slot until it is closed, so open connections (busy + idle + closing) never exceed the limit, not even
+// for a moment. Idle connections close after IdleTimeout or MaxMessagesPerConnection.
 using System.Collections.Concurrent;
 
 namespace Relay.Delivery;
@@ -67,7 +68,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 expired.Add(candidate);
             }
         }
-        foreach (var old in expired) _ = CloseAsync(old);
+        // Closed before this slot may open a new one (see the top of the file).
+        if (expired.Count > 0) await Task.WhenAll(expired.Select(CloseAsync));
         if (idle is not null) idle.Reused = true;
         return new Slot(this, host, idle);
     }
@@ -89,10 +91,18 @@ internal sealed class ConnectionPool : IAsyncDisposable
             }
             else
             {
-                _ = CloseAsync(connection);
+                _ = CloseThenReleaseAsync(host, connection);
+                return;
             }
         }
         host.Slots.Release();
+    }
+
+    /// <summary>A connection being closed is still open at the remote end: its slot frees once it is closed.</summary>
+    private static async Task CloseThenReleaseAsync(Host host, PooledConnection connection)
+    {
+        try { await CloseAsync(connection); }
+        finally { host.Slots.Release(); }
     }
 
     private void Sweep()
@@ -105,7 +115,8 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 while (host.Idle.TryPop(out var c)) (IsFresh(c) ? keep : close).Add(c);
                 for (var i = keep.Count - 1; i >= 0; i--) host.Idle.Push(keep[i]);
             }
-            foreach (var c in close) _ = CloseAsync(c);
+            // Each takes a slot while it closes. One is always free: busy + idle never exceed the slots.
+            foreach (var c in close) _ = host.Slots.Wait(0) ? CloseThenReleaseAsync(host, c) : CloseAsync(c);
         }
     }
 

@@ -68,11 +68,15 @@ public sealed class TestSmtpServer : IAsyncDisposable
         var active = Interlocked.Increment(ref _active);
         int seen;
         while ((seen = Volatile.Read(ref _maxActive)) < active && Interlocked.CompareExchange(ref _maxActive, active, seen) != seen) { }
+        // A session stops counting as active at QUIT (before the 221: the client may connect again the moment it
+        // reads it) or when it ends otherwise.
+        var left = 0;
+        void Leave() { if (Interlocked.Exchange(ref left, 1) == 0) Interlocked.Decrement(ref _active); }
         try
         {
             using (tcp)
             {
-                await RunAsync(new LineStream(tcp.GetStream()), number, _stop.Token);
+                await RunAsync(new LineStream(tcp.GetStream()), number, Leave, _stop.Token);
             }
         }
         catch (Exception) when (_stop.IsCancellationRequested) { }
@@ -80,11 +84,11 @@ public sealed class TestSmtpServer : IAsyncDisposable
         catch (SocketException) { }
         finally
         {
-            Interlocked.Decrement(ref _active);
+            Leave();
         }
     }
 
-    private async Task RunAsync(LineStream io, int connection, CancellationToken ct)
+    private async Task RunAsync(LineStream io, int connection, Action quit, CancellationToken ct)
     {
         await io.WriteLineAsync(Greeting, ct);
         if (!Greeting.StartsWith('2')) { await io.ReadLineAsync(ct); return; }
@@ -143,7 +147,7 @@ public sealed class TestSmtpServer : IAsyncDisposable
                     break;
                 case "RSET": mailFrom = null; rcpts.Clear(); await io.WriteLineAsync("250 2.0.0 Ok", ct); break;
                 case "NOOP": await io.WriteLineAsync("250 2.0.0 Ok", ct); break;
-                case "QUIT": await io.WriteLineAsync("221 2.0.0 Bye", ct); return;
+                case "QUIT": quit(); await io.WriteLineAsync("221 2.0.0 Bye", ct); return;
                 default: await io.WriteLineAsync("502 5.5.2 Error: command not recognized", ct); break;
             }
         }
