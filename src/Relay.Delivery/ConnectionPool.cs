@@ -58,18 +58,23 @@ internal sealed class ConnectionPool : IAsyncDisposable
                 return null;
             }
         }
-        PooledConnection? idle = null;
+        // Expired idle connections are closed, each under a slot of its own taken before it leaves the idle stack
+        // (idle ones hold none); at most one, when no slot is left, closes under ours and is awaited before this
+        // slot opens anything. There are always enough: busy + idle never exceed the slots.
+        PooledConnection? idle = null, closingUnderOurs = null;
         var expired = new List<PooledConnection>();
         lock (host.Idle)
         {
             while (host.Idle.TryPop(out var candidate))
             {
                 if (IsFresh(candidate)) { idle = candidate; break; }
-                expired.Add(candidate);
+                if (host.Slots.Wait(0)) expired.Add(candidate);
+                else if (closingUnderOurs is null) closingUnderOurs = candidate;
+                else { host.Idle.Push(candidate); break; }
             }
         }
-        // Closed before this slot may open a new one (see the top of the file).
-        if (expired.Count > 0) await Task.WhenAll(expired.Select(CloseAsync));
+        foreach (var old in expired) _ = CloseThenReleaseAsync(host, old);
+        if (closingUnderOurs is not null) await CloseAsync(closingUnderOurs);
         if (idle is not null) idle.Reused = true;
         return new Slot(this, host, idle);
     }
@@ -112,11 +117,11 @@ internal sealed class ConnectionPool : IAsyncDisposable
             List<PooledConnection> keep = [], close = [];
             lock (host.Idle)
             {
-                while (host.Idle.TryPop(out var c)) (IsFresh(c) ? keep : close).Add(c);
+                // Each stale one takes a slot before it leaves the stack (or stays for the next sweep or acquirer).
+                while (host.Idle.TryPop(out var c)) (!IsFresh(c) && host.Slots.Wait(0) ? close : keep).Add(c);
                 for (var i = keep.Count - 1; i >= 0; i--) host.Idle.Push(keep[i]);
             }
-            // Each takes a slot while it closes. One is always free: busy + idle never exceed the slots.
-            foreach (var c in close) _ = host.Slots.Wait(0) ? CloseThenReleaseAsync(host, c) : CloseAsync(c);
+            foreach (var c in close) _ = CloseThenReleaseAsync(host, c);
         }
     }
 

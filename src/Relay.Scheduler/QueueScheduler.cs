@@ -601,6 +601,7 @@ public sealed partial class QueueScheduler : IAsyncDisposable, IQueueControl
     private void Quarantined(Job job, VirtualQueue? queue)
     {
         queue?.SlotFreed();
+        if (job.Gone) return;   // cancelled meanwhile (its file gone, hence the "corrupt" read): already counted out
         _log.MessageQuarantined(job.Id);
         job.Gone = true;
         _jobCount--;

@@ -69,4 +69,26 @@ public sealed class PoolStressTests : IAsyncLifetime
         Assert.InRange(a.MaxConcurrentConnections, 1, 3);
         Assert.InRange(b.MaxConcurrentConnections, 1, 3);
     }
+
+    [Fact]
+    public async Task Expired_idle_connections_are_closed_within_the_host_limit()
+    {
+        _world.Dns.Mx("remote.test", (10, "mx.remote.test")).Address("mx.remote.test", "127.0.0.2");
+        var mx = _world.Server("127.0.0.2");
+        mx.DataDelay = TimeSpan.FromMilliseconds(50);   // three deliveries at once: three connections
+        mx.QuitDelay = TimeSpan.FromMilliseconds(200);  // a slow goodbye: closing connections stay open a while
+        var agent = _world.Agent(new DeliveryOptions { CommandTimeout = TimeSpan.FromSeconds(10), MaxConnectionsPerHost = 3, IdleTimeout = TimeSpan.FromSeconds(10) });
+        Task Send(int i) => agent.DeliverAsync(_world.Request("remote.test", World.Message($"m{i}"), $"u{i}@remote.test"), default);
+
+        _world.Clock.Advance(TimeSpan.FromSeconds(5));   // the idle sweep runs at +10 s, +20 s, …
+        await Task.WhenAll(Enumerable.Range(0, 3).Select(Send));
+        Assert.Equal(3, mx.Connections);
+        _world.Clock.Advance(TimeSpan.FromSeconds(5));   // +10 s: the sweep finds them fresh
+        _world.Clock.Advance(TimeSpan.FromSeconds(6));   // +16 s: all three expired, and no sweep before +20 s
+
+        // The first delivery meets all three expired ones; the others must not open theirs while those still QUIT.
+        await Task.WhenAll(Enumerable.Range(3, 6).Select(Send));
+        Assert.Equal(9, mx.Messages.Count);
+        Assert.InRange(mx.MaxConcurrentConnections, 1, 3);
+    }
 }

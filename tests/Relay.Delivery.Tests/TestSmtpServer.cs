@@ -44,6 +44,8 @@ public sealed class TestSmtpServer : IAsyncDisposable
     /// <summary>Close the connection after this many DATA bytes (no reply).</summary>
     public int? DropAfterDataBytes { get; set; }
     public TimeSpan DataDelay { get; set; }
+    /// <summary>How long the server takes to answer QUIT (the connection stays open and counted meanwhile).</summary>
+    public TimeSpan QuitDelay { get; set; }
 
     // --- records ---
     public ConcurrentQueue<ReceivedMessage> Messages { get; } = new();
@@ -147,7 +149,11 @@ public sealed class TestSmtpServer : IAsyncDisposable
                     break;
                 case "RSET": mailFrom = null; rcpts.Clear(); await io.WriteLineAsync("250 2.0.0 Ok", ct); break;
                 case "NOOP": await io.WriteLineAsync("250 2.0.0 Ok", ct); break;
-                case "QUIT": quit(); await io.WriteLineAsync("221 2.0.0 Bye", ct); return;
+                case "QUIT":
+                    if (QuitDelay > TimeSpan.Zero) await Task.Delay(QuitDelay, ct);
+                    quit();
+                    await io.WriteLineAsync("221 2.0.0 Bye", ct);
+                    return;
                 default: await io.WriteLineAsync("502 5.5.2 Error: command not recognized", ct); break;
             }
         }
