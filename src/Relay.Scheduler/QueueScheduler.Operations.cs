@@ -253,15 +253,15 @@ public sealed partial class QueueScheduler
         var deadline = Environment.TickCount64 + (long)FinishingWait.TotalMilliseconds;
         while (true)
         {
-            var result = await RetryOnceAsync(messageId, cancellationToken);
-            if (result is not { Outcome: ControlOutcome.NothingToDo, Detail: BeingFinished } || Environment.TickCount64 >= deadline)
-                return result;
+            if (await RetryOnceAsync(messageId, cancellationToken) is { } result) return result;
+            if (Environment.TickCount64 >= deadline) return new ControlResult(ControlOutcome.NothingToDo, 0, Detail: BeingFinished);
             await Task.Delay(10, cancellationToken);
         }
     }
 
-    private Task<ControlResult> RetryOnceAsync(string messageId, CancellationToken cancellationToken) =>
-        OnLoop<ControlResult>(done =>
+    /// <summary>One try on the loop; null while the message is being finished (see <see cref="RetryAsync"/>).</summary>
+    private Task<ControlResult?> RetryOnceAsync(string messageId, CancellationToken cancellationToken) =>
+        OnLoop<ControlResult?>(done =>
         {
             if (_spool.Find(messageId) is not { } job) { done.TrySetResult(new ControlResult(ControlOutcome.NotFound, 0)); return; }
             if (job.Requeuing)
@@ -298,7 +298,7 @@ public sealed partial class QueueScheduler
             // still to hear back (Completing, not yet Gone) would undo the requeue when its callback comes.
             if (job.FinalizedAt is null || job.BusyCount > 0 || job is { Completing: true, Gone: false })
             {
-                done.TrySetResult(new ControlResult(ControlOutcome.NothingToDo, 0, Detail: BeingFinished));
+                done.TrySetResult(null);
                 return;
             }
             // A dead letter: forget the scheduler's old entry, then the spool re-opens it and hands it over again
